@@ -1,0 +1,283 @@
+/* The only file that includes Python.h: argument checking, buffers in and out, GIL released around work.
+ * ops.py validates shapes and dtypes first; the checks here make a wrong call raise, never crash. */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdlib.h>
+#include "lowbit/kernel.h"
+#include "ops/ops.h"
+#include "common/threadpool.h"
+
+const char *lb_isa_name(int bit);
+
+static size_t sb_bytes(int fmt, int R) {
+    switch (fmt) {
+    case LB_FMT_Q8_0: return (size_t)R * 34;
+    case LB_FMT_CB4: return (size_t)R * 19;
+    case LB_FMT_CB2: return (size_t)R * 11;
+    default: return (size_t)R * 18;
+    }
+}
+
+static const lb_kernel *get_kernel(int idx) {
+    if (idx < 0 || idx >= lb_nkernels) { PyErr_Format(PyExc_ValueError, "no kernel with index %d", idx); return NULL; }
+    const lb_kernel *k = &lb_kernels[idx];
+    if (k->isa & ~lb_cpu_features()) {
+        PyErr_Format(PyExc_RuntimeError, "kernel %s needs CPU features this machine lacks", k->name);
+        return NULL;
+    }
+    return k;
+}
+
+/* Get a contiguous buffer of at least `need` bytes (writable if asked); sets a clear error otherwise. */
+static int get_buf(PyObject *o, Py_buffer *v, size_t need, int writable, const char *what) {
+    if (PyObject_GetBuffer(o, v, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous%s buffer", what, writable ? " writable" : "");
+        return -1;
+    }
+    if ((size_t)v->len < need) {
+        PyErr_Format(PyExc_ValueError, "%s has %zd bytes, the layout needs %zu", what, v->len, need);
+        PyBuffer_Release(v);
+        return -1;
+    }
+    return 0;
+}
+
+static int check_dims(int K, int N, int M) {
+    if (K <= 0 || K % LB_QK) { PyErr_Format(PyExc_ValueError, "K=%d must be a positive multiple of 32", K); return -1; }
+    if (N <= 0 || M < 0) { PyErr_Format(PyExc_ValueError, "bad shape N=%d M=%d", N, M); return -1; }
+    return 0;
+}
+
+static size_t weight_bytes(const lb_kernel *k, int K, int N) {
+    size_t groups = (size_t)(N + k->R - 1) / k->R;
+    return groups * (size_t)(K / LB_QK) * sb_bytes(k->fmt, k->R);
+}
+
+static PyObject *py_kernels(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+    PyObject *list = PyList_New(0);
+    int usable = lb_isa_usable(), found = lb_cpu_features();
+    for (int i = 0; i < lb_nkernels; i++) {
+        const lb_kernel *k = &lb_kernels[i];
+        PyObject *isa = PyList_New(0);
+        for (int bit = 1; bit; bit <<= 1)
+            if (k->isa & bit) { PyObject *s = PyUnicode_FromString(lb_isa_name(bit)); PyList_Append(isa, s); Py_DECREF(s); }
+        PyObject *d = Py_BuildValue("{s:i,s:s,s:s,s:N,s:i,s:i,s:i,s:O,s:O,s:n}", "index", i, "name", k->name,
+                                    "format", lb_fmt_name(k->fmt), "isa", isa, "R", k->R, "B", k->B, "act_B",
+                                    k->act_B, "runnable", (k->isa & ~found) ? Py_False : Py_True, "usable",
+                                    (k->isa & ~usable) ? Py_False : Py_True, "sb_bytes",
+                                    (Py_ssize_t)sb_bytes(k->fmt, k->R));
+        PyList_Append(list, d);
+        Py_DECREF(d);
+    }
+    return list;
+}
+
+static PyObject *isa_list(int mask) {
+    PyObject *l = PyList_New(0);
+    for (int bit = 1; bit; bit <<= 1)
+        if (mask & bit) { PyObject *s = PyUnicode_FromString(lb_isa_name(bit)); PyList_Append(l, s); Py_DECREF(s); }
+    return l;
+}
+
+static PyObject *py_features(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+#if defined(__x86_64__)
+    const char *arch = "x86_64";
+#elif defined(__aarch64__)
+    const char *arch = "aarch64";
+#else
+    const char *arch = "other";
+#endif
+    return Py_BuildValue("{s:s,s:N,s:N,s:i}", "arch", arch, "found", isa_list(lb_cpu_features()), "usable",
+                         isa_list(lb_isa_usable()), "sve_bits", lb_sve_vector_bits());
+}
+
+static PyObject *py_selected(PyObject *self, PyObject *args) {
+    (void)self;
+    const char *fmt;
+    if (!PyArg_ParseTuple(args, "s", &fmt)) return NULL;
+    for (int f = 0; f < LB_NFMT; f++)
+        if (!strcmp(fmt, lb_fmt_name(f))) {
+            const lb_kernel *k = lb_select(f);
+            if (!k) Py_RETURN_NONE;
+            return PyLong_FromLong((long)(k - lb_kernels));
+        }
+    return PyErr_Format(PyExc_ValueError, "unknown format %s", fmt);
+}
+
+static PyObject *py_set_num_threads(PyObject *self, PyObject *args) {
+    (void)self;
+    int n;
+    if (!PyArg_ParseTuple(args, "i", &n)) return NULL;
+    if (n < 1 || n > 256) return PyErr_Format(PyExc_ValueError, "thread count %d out of range 1..256", n);
+    int rc;
+    Py_BEGIN_ALLOW_THREADS rc = lb_pool_set_threads(n);
+    Py_END_ALLOW_THREADS
+    if (rc) return PyErr_Format(PyExc_RuntimeError, "could not start %d threads", n);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_get_num_threads(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+    return PyLong_FromLong(lb_pool_threads());
+}
+
+static PyObject *py_act_bytes(PyObject *self, PyObject *args) {
+    (void)self;
+    int M, K;
+    if (!PyArg_ParseTuple(args, "ii", &M, &K)) return NULL;
+    if (check_dims(K, 1, M)) return NULL;
+    return PyLong_FromSize_t(lb_act_bytes(M, K));
+}
+
+/* pack_activations(kernel, x f32 [M,K], M, K, out) */
+static PyObject *py_pack_activations(PyObject *self, PyObject *args) {
+    (void)self;
+    int kidx, M, K;
+    PyObject *xo, *oo;
+    if (!PyArg_ParseTuple(args, "iOiiO", &kidx, &xo, &M, &K, &oo)) return NULL;
+    const lb_kernel *k = get_kernel(kidx);
+    if (!k || check_dims(K, 1, M)) return NULL;
+    Py_buffer x, o;
+    if (get_buf(xo, &x, (size_t)M * K * 4, 0, "activations")) return NULL;
+    if (get_buf(oo, &o, lb_act_bytes(M, K), 1, "activation scratch")) { PyBuffer_Release(&x); return NULL; }
+    Py_BEGIN_ALLOW_THREADS lb_pack_activations(k, M, K, x.buf, o.buf);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&x); PyBuffer_Release(&o);
+    Py_RETURN_NONE;
+}
+
+/* gemv(kernel, K, W, aux, A, bsums, out, n0, n1, N): one micro-kernel call, single thread (tests). */
+static PyObject *py_microkernel(int is_gemm, PyObject *args) {
+    int kidx, K, n0, n1, N;
+    Py_ssize_t ldo = 0;
+    PyObject *wo, *auxo, *ao, *bo, *oo;
+    if (is_gemm) {
+        if (!PyArg_ParseTuple(args, "iiOOOOOniii", &kidx, &K, &wo, &auxo, &ao, &bo, &oo, &ldo, &n0, &n1, &N)) return NULL;
+    } else if (!PyArg_ParseTuple(args, "iiOOOOOiii", &kidx, &K, &wo, &auxo, &ao, &bo, &oo, &n0, &n1, &N)) return NULL;
+    const lb_kernel *k = get_kernel(kidx);
+    if (!k || check_dims(K, N, 1)) return NULL;
+    const int Np = (N + k->R - 1) / k->R * k->R;
+    if (n0 < 0 || n0 % k->R || n1 <= n0 || n1 > Np)
+        return PyErr_Format(PyExc_ValueError, "column range [%d,%d) must start at a multiple of %d and end <= %d",
+                            n0, n1, k->R, Np);
+    if (is_gemm && ldo < N) return PyErr_Format(PyExc_ValueError, "ldo %zd < N %d", ldo, N);
+    const int nb = K / LB_QK, rows = is_gemm ? 4 : 1;
+    Py_buffer w, aux = {0}, a, bs, o;
+    if (get_buf(wo, &w, weight_bytes(k, K, N), 0, "packed weights")) return NULL;
+    int has_aux = auxo != Py_None;
+    if (has_aux && get_buf(auxo, &aux, 16, 0, "codebook tables")) { PyBuffer_Release(&w); return NULL; }
+    if ((k->fmt == LB_FMT_CB4 || k->fmt == LB_FMT_CB2) && !has_aux) {
+        PyBuffer_Release(&w);
+        return PyErr_Format(PyExc_ValueError, "format %s needs its codebook tables", lb_fmt_name(k->fmt));
+    }
+    if (get_buf(ao, &a, (size_t)nb * (is_gemm ? LB_Q8X4_BLOCK : LB_Q8_BLOCK), 0, "packed activations")) goto e1;
+    if (get_buf(bo, &bs, (size_t)nb * rows * 2, 0, "block sums")) goto e2;
+    if (get_buf(oo, &o, ((size_t)(rows - 1) * ldo + N) * 4, 1, "output")) goto e3;
+    Py_BEGIN_ALLOW_THREADS
+    if (is_gemm) k->gemm(K, w.buf, aux.buf, a.buf, bs.buf, o.buf, (size_t)ldo, n0, n1, N);
+    else k->gemv(K, w.buf, aux.buf, a.buf, bs.buf, o.buf, n0, n1, N);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&o); PyBuffer_Release(&bs); PyBuffer_Release(&a);
+    if (has_aux) PyBuffer_Release(&aux);
+    PyBuffer_Release(&w);
+    Py_RETURN_NONE;
+e3: PyBuffer_Release(&bs);
+e2: PyBuffer_Release(&a);
+e1: if (has_aux) PyBuffer_Release(&aux);
+    PyBuffer_Release(&w);
+    return NULL;
+}
+static PyObject *py_gemv(PyObject *s, PyObject *a) { (void)s; return py_microkernel(0, a); }
+static PyObject *py_gemm(PyObject *s, PyObject *a) { (void)s; return py_microkernel(1, a); }
+
+/* linear(kernel, K, N, W, aux, x, M, out): out[M,N] = x[M,K] @ W^T */
+static PyObject *py_linear(PyObject *self, PyObject *args) {
+    (void)self;
+    int kidx, K, N, M;
+    PyObject *wo, *auxo, *xo, *oo;
+    if (!PyArg_ParseTuple(args, "iiiOOOiO", &kidx, &K, &N, &wo, &auxo, &xo, &M, &oo)) return NULL;
+    const lb_kernel *k = get_kernel(kidx);
+    if (!k || check_dims(K, N, M)) return NULL;
+    if (M == 0) Py_RETURN_NONE;
+    Py_buffer w, aux = {0}, x, o;
+    int has_aux = auxo != Py_None;
+    if ((k->fmt == LB_FMT_CB4 || k->fmt == LB_FMT_CB2) && !has_aux)
+        return PyErr_Format(PyExc_ValueError, "format %s needs its codebook tables", lb_fmt_name(k->fmt));
+    if (get_buf(wo, &w, weight_bytes(k, K, N), 0, "packed weights")) return NULL;
+    if (has_aux && get_buf(auxo, &aux, 16, 0, "codebook tables")) { PyBuffer_Release(&w); return NULL; }
+    if (get_buf(xo, &x, (size_t)M * K * 4, 0, "activations")) goto e1;
+    if (get_buf(oo, &o, (size_t)M * N * 4, 1, "output")) goto e2;
+    uint8_t *scratch = malloc(lb_act_bytes(M, K));
+    if (!scratch) { PyErr_NoMemory(); goto e3; }
+    Py_BEGIN_ALLOW_THREADS lb_linear(k, K, N, w.buf, aux.buf, M, x.buf, o.buf, scratch);
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    PyBuffer_Release(&o); PyBuffer_Release(&x);
+    if (has_aux) PyBuffer_Release(&aux);
+    PyBuffer_Release(&w);
+    Py_RETURN_NONE;
+e3: PyBuffer_Release(&o);
+e2: PyBuffer_Release(&x);
+e1: if (has_aux) PyBuffer_Release(&aux);
+    PyBuffer_Release(&w);
+    return NULL;
+}
+
+typedef struct { const uint8_t *p; size_t n, chunk; double sums[256]; } rd_job;
+static void rd_task(void *ctx, int t, int thread) {
+    rd_job *j = ctx;
+    size_t off = (size_t)t * j->chunk, n = off + j->chunk > j->n ? j->n - off : j->chunk;
+    j->sums[thread] += lb_read_sum(j->p + off, n);
+}
+
+/* read_sum(buf): parallel read of the whole buffer (the caller times it for bandwidth). */
+static PyObject *py_read_sum(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *bo;
+    if (!PyArg_ParseTuple(args, "O", &bo)) return NULL;
+    Py_buffer b;
+    if (get_buf(bo, &b, 0, 0, "buffer")) return NULL;
+    rd_job *j = calloc(1, sizeof *j);
+    j->p = b.buf; j->n = (size_t)b.len; j->chunk = 1 << 20;
+    int nt = (int)((j->n + j->chunk - 1) / j->chunk);
+    Py_BEGIN_ALLOW_THREADS lb_parallel_for(nt, rd_task, j);
+    Py_END_ALLOW_THREADS
+    double s = 0;
+    for (int i = 0; i < 256; i++) s += j->sums[i];
+    free(j);
+    PyBuffer_Release(&b);
+    return PyFloat_FromDouble(s);
+}
+
+static PyObject *py_add_chain(PyObject *self, PyObject *args) {
+    (void)self;
+    long long n;
+    if (!PyArg_ParseTuple(args, "L", &n)) return NULL;
+    long long r;
+    Py_BEGIN_ALLOW_THREADS r = lb_add_chain(n);
+    Py_END_ALLOW_THREADS
+    return PyLong_FromLongLong(r);
+}
+
+static PyMethodDef methods[] = {
+    {"kernels", py_kernels, METH_NOARGS, "The kernel list (kernels.inc) with usability on this CPU."},
+    {"features", py_features, METH_NOARGS, "CPU features found and usable (after LOWBIT_DISABLE_ISA)."},
+    {"selected", py_selected, METH_VARARGS, "Index of the kernel chosen for a format, or None."},
+    {"set_num_threads", py_set_num_threads, METH_VARARGS, "Resize the thread pool."},
+    {"get_num_threads", py_get_num_threads, METH_NOARGS, "Threads in the pool, the caller included."},
+    {"act_bytes", py_act_bytes, METH_VARARGS, "Scratch bytes for M x K packed activations."},
+    {"pack_activations", py_pack_activations, METH_VARARGS, "Quantize + pack activations (tests)."},
+    {"gemv", py_gemv, METH_VARARGS, "One GEMV micro-kernel call (tests)."},
+    {"gemm", py_gemm, METH_VARARGS, "One GEMM micro-kernel call (tests)."},
+    {"linear", py_linear, METH_VARARGS, "Threaded out = x @ W^T."},
+    {"read_sum", py_read_sum, METH_VARARGS, "Parallel read of a buffer (bandwidth probe)."},
+    {"add_chain", py_add_chain, METH_VARARGS, "Dependent add chain (clock probe)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_core", "lowbit C core", -1, methods};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModule_Create(&mod); }

@@ -1,0 +1,121 @@
+/* The threaded linear op: quantize activations in parallel, then tile (M, N) over the pool.
+ * GEMM takes rows in groups of 4; the M%4 leftover rows go through GEMV (as ggml does). */
+#include <string.h>
+#include "ops.h"
+#include "ref/ref.h"
+#include "common/threadpool.h"
+
+#define M_TILE 64      /* tokens per task: their activations stay in L2 while weight strips stream */
+
+size_t lb_act_bytes(int M, int K) {
+    const size_t nb = (size_t)(K / LB_QK);
+    const size_t g = (size_t)(M / 4), rest = (size_t)(M % 4);
+    return g * nb * LB_Q8X4_BLOCK + rest * nb * LB_Q8_BLOCK + (size_t)M * nb * sizeof(int16_t) + 16;
+}
+
+typedef struct {
+    const lb_kernel *k;
+    int K, N, M, nb, ngroups, nrest, ncol_chunks, chunk_cols, m_tiles;
+    const uint8_t *W;
+    const int8_t *aux;
+    const float *x;
+    float *out;
+    uint8_t *act4, *act1;
+    int16_t *bsums;
+} job;
+
+static void layout(job *j, uint8_t *scratch) {
+    j->nb = j->K / LB_QK;
+    j->ngroups = j->M / 4;
+    j->nrest = j->M % 4;
+    j->act4 = scratch;
+    j->act1 = scratch + (size_t)j->ngroups * j->nb * LB_Q8X4_BLOCK;
+    size_t off = (size_t)(j->act1 - scratch) + (size_t)j->nrest * j->nb * LB_Q8_BLOCK;
+    off = (off + 15) & ~(size_t)15;   /* block sums start 16-aligned from the scratch base */
+    j->bsums = (int16_t *)(scratch + off);
+}
+
+static void quant_task(void *ctx, int t, int thread) {
+    (void)thread;
+    job *j = ctx;
+    if (t < j->ngroups) {
+        lb_quantize_rows_q8_0x4(j->x + (size_t)4 * t * j->K, j->K, j->K, j->k->act_B,
+                                j->act4 + (size_t)t * j->nb * LB_Q8X4_BLOCK, j->bsums + (size_t)t * j->nb * 4);
+    } else {
+        int r = t - j->ngroups;
+        lb_quantize_row_q8_0(j->x + (size_t)(4 * j->ngroups + r) * j->K, j->K,
+                             j->act1 + (size_t)r * j->nb * LB_Q8_BLOCK,
+                             j->bsums + (size_t)j->ngroups * j->nb * 4 + (size_t)r * j->nb, 1);
+    }
+}
+
+static void mm_task(void *ctx, int t, int thread) {
+    (void)thread;
+    job *j = ctx;
+    const lb_kernel *k = j->k;
+    const int mt = t / j->ncol_chunks, ct = t % j->ncol_chunks;
+    const int n0 = ct * j->chunk_cols;
+    int n1 = n0 + j->chunk_cols;
+    const int Np = (j->N + k->R - 1) / k->R * k->R;
+    if (n1 > Np) n1 = Np;
+    if (n0 >= n1) return;
+    /* token groups of this M tile; the last tile also runs the leftover GEMV rows */
+    const int g0 = mt * (M_TILE / 4), g1 = g0 + M_TILE / 4 < j->ngroups ? g0 + M_TILE / 4 : j->ngroups;
+    for (int n = n0; n < n1; n += k->R) {    /* one weight strip (R cols x K) stays hot across the groups */
+        for (int g = g0; g < g1; g++)
+            k->gemm(j->K, j->W, j->aux, j->act4 + (size_t)g * j->nb * LB_Q8X4_BLOCK,
+                    j->bsums + (size_t)g * j->nb * 4, j->out + (size_t)4 * g * j->N, j->N, n, n + k->R, j->N);
+    }
+    if (mt == j->m_tiles - 1)
+        for (int r = 0; r < j->nrest; r++)
+            k->gemv(j->K, j->W, j->aux, j->act1 + (size_t)r * j->nb * LB_Q8_BLOCK,
+                    j->bsums + (size_t)j->ngroups * j->nb * 4 + (size_t)r * j->nb,
+                    j->out + (size_t)(4 * j->ngroups + r) * j->N, n0, n1, j->N);
+}
+
+void lb_pack_activations(const lb_kernel *k, int M, int K, const float *x, uint8_t *scratch) {
+    job j = {.k = k, .K = K, .M = M, .x = x};
+    layout(&j, scratch);
+    lb_parallel_for(j.ngroups + j.nrest, quant_task, &j);
+}
+
+void lb_linear(const lb_kernel *k, int K, int N, const uint8_t *W, const int8_t *aux, int M, const float *x,
+               float *out, uint8_t *scratch) {
+    job j = {.k = k, .K = K, .N = N, .M = M, .W = W, .aux = aux, .x = x, .out = out};
+    layout(&j, scratch);
+    lb_parallel_for(j.ngroups + j.nrest, quant_task, &j);
+    /* Column chunks: enough of them to balance threads (about 4 per thread per M tile), R-aligned. */
+    const int nth = lb_pool_threads();
+    const int Np = (N + k->R - 1) / k->R * k->R;
+    j.m_tiles = j.ngroups > 0 ? (j.ngroups + M_TILE / 4 - 1) / (M_TILE / 4) : 1;
+    int want = 4 * nth / j.m_tiles;
+    if (want < 1) want = 1;
+    if (nth == 1) want = 1;
+    int cols = (Np + want - 1) / want;
+    cols = (cols + k->R - 1) / k->R * k->R;
+    if (j.ngroups > 0 && cols > 256) cols = 256;   /* strips of <= 256 cols keep the weight tile in L2 */
+    j.chunk_cols = cols;
+    j.ncol_chunks = (Np + cols - 1) / cols;
+    lb_parallel_for(j.m_tiles * j.ncol_chunks, mm_task, &j);
+}
+
+double lb_read_sum(const uint8_t *buf, size_t n) {
+    const uint64_t *p = (const uint64_t *)buf;
+    uint64_t s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+    size_t i, m = n / 8;
+    for (i = 0; i + 4 <= m; i += 4) { s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3]; }
+    for (; i < m; i++) s0 += p[i];
+    return (double)(s0 + s1 + s2 + s3);
+}
+
+long long lb_add_chain(long long iters) {
+    long long x = 0;
+    for (long long i = 0; i < iters; i++) {
+        /* eight dependent adds per iteration; the barrier keeps the compiler from folding them */
+        x += i; __asm__ volatile("" : "+r"(x)); x += 1; __asm__ volatile("" : "+r"(x));
+        x += 3; __asm__ volatile("" : "+r"(x)); x += 5; __asm__ volatile("" : "+r"(x));
+        x += 7; __asm__ volatile("" : "+r"(x)); x += 9; __asm__ volatile("" : "+r"(x));
+        x += 11; __asm__ volatile("" : "+r"(x)); x += 13; __asm__ volatile("" : "+r"(x));
+    }
+    return x;
+}

@@ -1,0 +1,16 @@
+#ifndef LOWBIT_OPS_H
+#define LOWBIT_OPS_H
+#include "lowbit/kernel.h"
+/* Bytes of the activation scratch for M rows of K (Q8_0x4 groups, leftover Q8_0 rows, int16 block sums). */
+size_t lb_act_bytes(int M, int K);
+/* out[M,N] = x[M,K] @ W^T with W packed for kernel k. scratch has lb_act_bytes(M,K) bytes.
+ * Runs on the thread pool; call without the GIL. */
+void lb_linear(const lb_kernel *k, int K, int N, const uint8_t *W, const int8_t *aux, int M, const float *x,
+               float *out, uint8_t *scratch);
+/* Quantize + pack activations only (the first half of lb_linear), for tests. */
+void lb_pack_activations(const lb_kernel *k, int M, int K, const float *x, uint8_t *scratch);
+/* STREAM-like read bandwidth over buf (bytes/s measured by the caller); returns a checksum. */
+double lb_read_sum(const uint8_t *buf, size_t n);
+/* Dependent-add chain; the caller times it to estimate the effective clock. */
+long long lb_add_chain(long long iters);
+#endif

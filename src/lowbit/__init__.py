@@ -1,0 +1,5 @@
+"""lowbit: fast low-bit LLM inference on CPUs."""
+from .ops import PackedWeight, linear, pack_weight, runtime_info, set_num_threads, get_num_threads
+
+__version__ = "0.1.0"
+__all__ = ["PackedWeight", "linear", "pack_weight", "runtime_info", "set_num_threads", "get_num_threads"]

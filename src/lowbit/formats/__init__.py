@@ -1,0 +1,42 @@
+"""One registry of weight formats. The numpy code here is the ground truth for every byte layout."""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import numpy as np
+
+from . import iq4_nl, q4_0, q8_0
+
+QK = 32
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str
+    block_bytes: int        # bytes of one plain (GGUF-style) block of 32 weights
+    row_bytes: int          # bytes of codes per block (what gets interleaved)
+    hdr_bytes: int          # bytes before the codes (fp16 scale [+ codebook id])
+    xor: int                # value XORed into every packed code byte (q4_0: 0x88, sign form)
+    quantize: Optional[Callable[[np.ndarray], np.ndarray]]   # float [n, 32] -> uint8 [n, block_bytes]
+    dequantize: Callable[..., np.ndarray]                     # uint8 [n, block_bytes] -> float32 [n, 32]
+
+    @property
+    def bpw(self) -> float:
+        return self.block_bytes * 8 / QK
+
+
+FORMATS = {
+    "q4_0": Format("q4_0", 18, 16, 2, 0x88, q4_0.quantize_blocks, q4_0.dequantize_blocks),
+    "iq4_nl": Format("iq4_nl", 18, 16, 2, 0, iq4_nl.quantize_blocks, iq4_nl.dequantize_blocks),
+    "q8_0": Format("q8_0", 34, 32, 2, 0, q8_0.quantize_blocks, q8_0.dequantize_blocks),
+}
+
+
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise ValueError(f"unknown weight format {name!r}; known: {', '.join(sorted(FORMATS))}") from None
+
+
+def register(fmt: Format) -> None:
+    FORMATS[fmt.name] = fmt
