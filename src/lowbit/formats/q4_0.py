@@ -8,10 +8,11 @@ def quantize_blocks(x: np.ndarray) -> np.ndarray:
     imax = np.abs(x).argmax(axis=-1, keepdims=True)
     mx = np.take_along_axis(x, imax, axis=-1)
     d = mx / np.float32(-8)
-    with np.errstate(divide="ignore"):
+    # Same operation order as ggml/gguf (cast, then clip) so even blocks whose 1/d overflows (fp32-subnormal d,
+    # fp16 d = 0, codes irrelevant) come out byte-identical.
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
-    q = np.trunc(x * inv + np.float32(8.5)).astype(np.float32)
-    q = np.clip(q, 0, 15).astype(np.uint8)
+        q = np.trunc(x * inv + np.float32(8.5)).astype(np.float32).astype(np.uint8).clip(0, 15)
     qs = q[:, :16] | (q[:, 16:] << np.uint8(4))
     return np.concatenate([d.astype(np.float16).view(np.uint8), qs], axis=-1)
 

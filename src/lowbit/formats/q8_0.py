@@ -4,18 +4,22 @@ import numpy as np
 
 
 def roundf(v: np.ndarray) -> np.ndarray:
-    """C roundf: half away from zero (np.round rounds half to even)."""
-    return np.sign(v) * np.floor(np.abs(v) + np.float32(0.5))
+    """C roundf: half away from zero (np.round rounds half to even). Not floor(|v| + 0.5): in float32 that
+    rounds 0.49999997 up to 1. The fraction |v| - floor(|v|) is exact, so this is too (as in gguf)."""
+    a = np.abs(v)
+    f = np.floor(a)
+    return np.sign(v) * (f + np.floor(2 * (a - f)))
 
 
 def quantize_parts(x: np.ndarray):
     """float [n, 32] -> (fp16 d [n], int8 q [n, 32])."""
     x = np.asarray(x, dtype=np.float32).reshape(-1, 32)
     d = (np.abs(x).max(axis=-1, keepdims=True) / np.float32(127)).astype(np.float32)
-    with np.errstate(divide="ignore"):
+    # extremes (fp32-subnormal d: 1/d overflows; d beyond fp16) behave like ggml, without warnings
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
         inv = np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
-    q = roundf((x * inv).astype(np.float32)).astype(np.int8)
-    return d[:, 0].astype(np.float16), q
+        q = roundf((x * inv).astype(np.float32)).astype(np.int8)
+        return d[:, 0].astype(np.float16), q
 
 
 def quantize_blocks(x: np.ndarray) -> np.ndarray:
