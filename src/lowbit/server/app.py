@@ -1,0 +1,257 @@
+"""The ASGI app (Starlette): OpenAI routes, bearer auth, body/prompt/queue limits, SSE streaming.
+
+Every failure is an OpenAI-style error JSON with a 4xx/5xx status; the engine worker never sees a request that
+failed validation, so a bad request cannot take the server down.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import time
+
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from . import schemas as S
+from .engine import Engine, SamplingParams
+from .scheduler import QueueFull, Scheduler
+
+log = logging.getLogger("lowbit.server")
+
+MAX_BODY_BYTES = 4 << 20  # a 4 MiB JSON body is far beyond any context we serve
+DISCONNECT_POLL_S = 0.25
+
+
+def _error(e: S.APIError) -> JSONResponse:
+    return JSONResponse(e.body(), status_code=e.status)
+
+
+class BearerAuth:
+    """Pure ASGI middleware (streaming-safe): every HTTP route except /health needs `Authorization: Bearer KEY`.
+    /health stays open so load balancers and Ray/k8s probes can check liveness without the secret."""
+
+    def __init__(self, app, api_key: str | None):
+        self.app, self.key = app, (api_key.encode() if api_key else None)
+
+    async def __call__(self, scope, receive, send):
+        if self.key is None or scope["type"] != "http" or scope["path"] == "/health":
+            return await self.app(scope, receive, send)
+        auth = dict(scope["headers"]).get(b"authorization", b"")
+        scheme, _, token = auth.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.key):
+            err = S.APIError(401, "Incorrect API key provided (send Authorization: Bearer <key>)",
+                             type="authentication_error", code="invalid_api_key")
+            return await _error(err)(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+
+async def _read_json(request: Request) -> dict:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise S.APIError(413, f"request body is {declared} bytes; the limit is {MAX_BODY_BYTES}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise S.APIError(413, f"request body exceeds {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    try:
+        body = json.loads(b"".join(chunks))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise S.APIError(400, f"We could not parse the JSON body of your request: {e}") from None
+    if not isinstance(body, dict):
+        raise S.APIError(400, "the JSON body must be an object")
+    return body
+
+
+def _validate(model_cls, body: dict):
+    try:
+        return model_cls.model_validate(body)
+    except ValidationError as e:
+        first = e.errors()[0]
+        param = ".".join(str(x) for x in first["loc"]) or None
+        msg = first["msg"].removeprefix("Value error, ")
+        raise S.APIError(400, f"Invalid value for '{param}': {msg}" if param else msg, param=param) from None
+
+
+class Server:
+    """Holds the engine and scheduler; its methods are the route handlers."""
+
+    def __init__(self, engine: Engine, scheduler: Scheduler):
+        self.engine, self.sched = engine, scheduler
+        self.created = int(time.time())
+
+    def _check_model(self, name: str) -> None:
+        if name != self.engine.model_id:
+            raise S.APIError(404, f"The model '{name}' does not exist (this server serves "
+                                  f"'{self.engine.model_id}')", param="model", code="model_not_found")
+
+    def _params(self, req: S._Sampling, n_prompt: int) -> SamplingParams:
+        ctx = self.engine.n_ctx
+        if n_prompt == 0:
+            raise S.APIError(400, "the prompt is empty", param="prompt")
+        if n_prompt >= ctx:
+            raise S.APIError(400, f"This model's maximum context length is {ctx} tokens; your prompt has "
+                                  f"{n_prompt} tokens", param="messages" if isinstance(req, S.ChatRequest)
+                             else "prompt", code="context_length_exceeded")
+        room = ctx - n_prompt
+        max_tokens = req.max_tokens if req.max_tokens is not None else room
+        if max_tokens > room:
+            raise S.APIError(400, f"This model's maximum context length is {ctx} tokens; you requested "
+                                  f"{n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} for "
+                                  f"the completion)", param="max_tokens", code="context_length_exceeded")
+        return SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
+                              presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
+                              stop=list(req.stop or []))
+
+    def _submit(self, ids, params):
+        try:
+            return self.sched.submit(ids, params)
+        except QueueFull as e:
+            raise S.APIError(503, f"server is busy: {e}; retry later", type="server_error",
+                             code="server_busy") from None
+
+    # -- routes ---------------------------------------------------------------------------------------------
+    async def health(self, request: Request):
+        return JSONResponse({"status": "ok", "model": self.engine.model_id, **self.sched.load})
+
+    async def models(self, request: Request):
+        return JSONResponse({"object": "list", "data": [
+            {"id": self.engine.model_id, "object": "model", "created": self.created, "owned_by": "lowbit"}]})
+
+    async def completions(self, request: Request):
+        req = _validate(S.CompletionRequest, await _read_json(request))
+        self._check_model(req.model)
+        if isinstance(req.prompt, str):
+            ids = await asyncio.to_thread(self.engine.encode, req.prompt)
+        else:
+            ids = list(req.prompt)
+        return await self._respond(request, req, ids, chat=False)
+
+    async def chat(self, request: Request):
+        req = _validate(S.ChatRequest, await _read_json(request))
+        self._check_model(req.model)
+        try:
+            ids = await asyncio.to_thread(self.engine.chat_ids, req.plain_messages())
+        except ValueError as e:
+            raise S.APIError(400, str(e), param="messages") from None
+        return await self._respond(request, req, ids, chat=True)
+
+    async def _respond(self, request: Request, req, ids: list[int], chat: bool):
+        params = self._params(req, len(ids))
+        h = self._submit(ids, params)
+        rid = S.new_id("chatcmpl" if chat else "cmpl")
+        model = self.engine.model_id
+        if req.stream:
+            return StreamingResponse(self._sse(h, rid, model, chat, req.include_usage),
+                                     media_type="text/event-stream",
+                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        text, done = await self._collect(request, h)
+        u = S.usage(done.prompt_tokens, done.completion_tokens)
+        body = (S.chat_body(rid, model, text, done.finish_reason, u) if chat
+                else S.completion_body(rid, model, text, done.finish_reason, u, chunk=False))
+        return JSONResponse(body)
+
+    async def _collect(self, request: Request, h):
+        """Gather a non-streamed answer; if the client hangs up meanwhile, cancel the generation."""
+        parts = []
+        events = h.events()
+        try:
+            while True:
+                nxt = asyncio.ensure_future(events.__anext__())
+                while not nxt.done():
+                    await asyncio.wait([nxt], timeout=DISCONNECT_POLL_S)
+                    if not nxt.done() and await request.is_disconnected():
+                        nxt.cancel()
+                        h.cancel()
+                        raise S.APIError(499, "client closed request")
+                ev = nxt.result()
+                if ev.kind == "delta":
+                    parts.append(ev.text)
+                elif ev.kind == "done":
+                    return "".join(parts), ev
+                else:
+                    raise S.APIError(500, f"generation failed: {ev.text}", type="server_error")
+        finally:
+            h.cancel()
+            await events.aclose()
+
+    async def _sse(self, h, rid: str, model: str, chat: bool, include_usage: bool):
+        """SSE chunks in OpenAI's shape. Starlette cancels this generator when the client disconnects; the
+        `finally` in Handle.events() then flags the request cancelled and the worker drops it."""
+        def data(obj) -> str:
+            return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+        if chat:
+            yield data(S.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None))
+        async for ev in h.events():
+            if ev.kind == "delta":
+                yield data(S.chat_chunk(rid, model, {"content": ev.text}, None) if chat
+                           else S.completion_body(rid, model, ev.text, None, None, chunk=True))
+            elif ev.kind == "done":
+                yield data(S.chat_chunk(rid, model, {}, ev.finish_reason) if chat
+                           else S.completion_body(rid, model, "", ev.finish_reason, None, chunk=True))
+                if include_usage:
+                    u = S.usage(ev.prompt_tokens, ev.completion_tokens)
+                    if chat:
+                        yield data(S.chat_chunk(rid, model, None, None, u))
+                    else:
+                        body = S.completion_body(rid, model, "", None, u, chunk=True)
+                        body["choices"] = []
+                        yield data(body)
+            else:  # headers are already sent: report the failure in-band, as OpenAI does
+                yield data(S.APIError(500, f"generation failed: {ev.text}", type="server_error").body())
+        yield "data: [DONE]\n\n"
+
+
+def create_app(engine: Engine, *, api_key: str | None = None, max_queue: int = 64, max_active: int = 16,
+               scheduler: Scheduler | None = None):
+    """Build the ASGI app. The scheduler's worker thread starts with the app (lifespan) and stops with it."""
+    sched = scheduler or Scheduler(engine, max_queue=max_queue, max_active=max_active)
+    srv = Server(engine, sched)
+
+    def wrap(fn):
+        async def endpoint(request: Request):
+            try:
+                return await fn(request)
+            except S.APIError as e:
+                return _error(e)
+        return endpoint
+
+    async def not_found(request: Request, exc):
+        status = getattr(exc, "status_code", 404)
+        msg = "Method not allowed" if status == 405 else f"Unknown route {request.method} {request.url.path}"
+        return _error(S.APIError(status, msg, code="not_found" if status == 404 else None))
+
+    async def server_error(request: Request, exc):
+        log.exception("unhandled error", exc_info=exc)
+        return _error(S.APIError(500, f"internal error: {type(exc).__name__}", type="server_error"))
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        sched.start()
+        try:
+            yield
+        finally:
+            await asyncio.to_thread(sched.stop)
+
+    routes = [
+        Route("/health", wrap(srv.health), methods=["GET"]),
+        Route("/v1/models", wrap(srv.models), methods=["GET"]),
+        Route("/v1/completions", wrap(srv.completions), methods=["POST"]),
+        Route("/v1/chat/completions", wrap(srv.chat), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={404: not_found, 405: not_found, 500: server_error})
+    app.state.server = srv
+    sched.start()  # also when mounted without lifespan events (e.g. behind another ASGI host)
+    outer = BearerAuth(app, api_key)
+    outer.state = app.state  # tests and embedders reach the Server (and its scheduler) here
+    return outer
