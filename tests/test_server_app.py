@@ -228,3 +228,58 @@ def test_interleaving_all_streams_progress():
         assert order.count("A") == order.count("B") == 30
         first_done = min(max(i for i, p in enumerate(order) if p == q) for q in "AB")
         assert {"A", "B"} <= set(order[:first_done])
+
+
+class FakeBatchEngine(FakeEngine):
+    """The same 'model' through the batched protocol; records the batch sizes the scheduler used."""
+
+    def __init__(self, delay=0.0):
+        super().__init__(delay)
+        self.batch_sizes = []
+
+    def start(self, ids, params):
+        st = {"ids": ids, "i": 0, "limit": 3 if "EOS" in "".join(map(chr, ids)) else self.n_ctx - len(ids)}
+        return st, self._next(st)
+
+    def _next(self, st):
+        if st["i"] >= st["limit"]:
+            return -1
+        t = ord("a") + (sum(st["ids"]) + st["i"]) % 26
+        st["i"] += 1
+        return t
+
+    def step_batch(self, states):
+        self.batch_sizes.append(len(states))
+        if self.delay:
+            time.sleep(self.delay)
+        return [self._next(st) for st in states]
+
+    def text(self, st, tok):
+        return chr(tok)
+
+    def is_eos(self, tok):
+        return tok == -1
+
+    def flush(self, st):
+        return ""
+
+
+def test_continuous_batching_same_output_as_alone():
+    eng = FakeBatchEngine(delay=0.005)
+    with BackgroundServer(create_app(eng, max_active=8)) as srv:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", timeout=20, max_retries=0, http_client=HTTP)
+        prompts = [f"p{i}" for i in range(8)] + ["EOS"]
+        out = {}
+
+        def run(p):
+            s = c.completions.create(model="fake", prompt=p, max_tokens=20, stream=True)
+            out[p] = "".join(ch.choices[0].text for ch in s if ch.choices)
+
+        ts = [threading.Thread(target=run, args=(p,)) for p in prompts]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join(20)
+        assert {p: out.get(p) for p in prompts} == {p: expected(p, 3 if p == "EOS" else 20) for p in prompts}
+        assert max(eng.batch_sizes) > 1
+        assert srv.server.started and HTTP.get(srv.url + "/health").json()["active"] == 0

@@ -210,9 +210,9 @@ class Server:
 
 
 def create_app(engine: Engine, *, api_key: str | None = None, max_queue: int = 64, max_active: int = 16,
-               scheduler: Scheduler | None = None):
+               batching: bool = True, scheduler: Scheduler | None = None):
     """Build the ASGI app. The scheduler's worker thread starts with the app (lifespan) and stops with it."""
-    sched = scheduler or Scheduler(engine, max_queue=max_queue, max_active=max_active)
+    sched = scheduler or Scheduler(engine, max_queue=max_queue, max_active=max_active, batching=batching)
     srv = Server(engine, sched)
 
     def wrap(fn):

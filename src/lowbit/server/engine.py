@@ -36,3 +36,21 @@ class Engine(Protocol):
         The scheduler stops the iterator (close()) at max_tokens, a stop string or a cancel, so an implementation
         may run until the context is full. Each call owns its state (KV cache, RNG): several may be live at once,
         advanced alternately from one thread."""
+
+
+class BatchEngine(Engine, Protocol):
+    """Optional: engines that can decode many sequences in one step (continuous batching)."""
+
+    def start(self, prompt_ids: list[int], params: SamplingParams) -> tuple[object, int]:
+        """Prefill into a new per-sequence state; return (state, first sampled token)."""
+
+    def step_batch(self, states: list) -> list[int]:
+        """Run each state's last token through the model together; one new sampled token per state."""
+
+    def text(self, state, tok: int) -> str:
+        """Text delta for a sampled token (may be empty while a UTF-8 character is incomplete)."""
+
+    def is_eos(self, tok: int) -> bool: ...
+
+    def flush(self, state) -> str:
+        """Text still held by the detokenizer at end of sequence."""

@@ -1,10 +1,12 @@
-"""One engine worker thread serving many requests: a fair FIFO admission queue plus token-level round-robin.
+"""One engine worker thread serving many requests: a fair FIFO admission queue, then continuous batching.
 
-The model's weights are one shared state and the C kernels already use every core, so a single worker thread
-advances all active sequences one token each per round (each sequence owns its KV cache inside its generator).
-Requests wait in FIFO order for one of `max_active` slots; beyond `max_queue` waiting requests, submit() refuses
-(the app answers 503). Results go back to the asyncio loop with call_soon_threadsafe; a cancelled request (client
-gone) is dropped before its next token.
+The model's weights are one shared state and the C kernels already use every core, so one worker thread runs
+the model. Requests wait in FIFO order for one of `max_active` slots (beyond `max_queue` waiting, submit()
+refuses and the app answers 503). Each round the worker prefills the newly admitted sequences, then advances
+every other active sequence by one token in a single batched decode step (engine.step_batch: M rows through the
+GEMM kernels). Engines without step_batch get token-level round-robin over their generate() iterators, so all
+streams still progress. Results go back to the asyncio loop with call_soon_threadsafe; a cancelled request
+(client gone) leaves the batch before the next step.
 """
 from __future__ import annotations
 
@@ -100,11 +102,28 @@ class Handle:
 
 
 class _Seq:
-    def __init__(self, h: Handle, engine: Engine):
+    """Scheduler-side state of one admitted request: the engine's generator (round-robin mode) or its
+    sequence state (batched mode), the stop matcher and the token count."""
+
+    def __init__(self, h: Handle):
         self.h = h
-        self.gen = engine.generate(h.prompt_ids, h.params)
         self.stop = StopMatcher(h.params.stop)
         self.n = 0
+        self.gen = None
+        self.state = None
+        self.done = False
+        self.outcome = None  # "finished" | "failed" | "cancelled"
+
+    def emit(self, tok: int | None, text: str) -> None:
+        if tok is not None:
+            self.n += 1
+        out, stopped = self.stop.feed(text)
+        if out:
+            self.h._post(Event("delta", out))
+        if stopped:
+            self.finish("stop")
+        elif self.n >= self.h.params.max_tokens:
+            self.finish("length")
 
     def finish(self, reason: str) -> None:
         tail = self.stop.flush() if reason != "stop" else ""
@@ -112,11 +131,21 @@ class _Seq:
             self.h._post(Event("delta", tail))
         self.h._post(Event("done", finish_reason=reason, prompt_tokens=len(self.h.prompt_ids),
                            completion_tokens=self.n))
-        self.gen.close()
+        self.close("finished")
+
+    def fail(self, msg: str) -> None:
+        self.h._post(Event("error", text=msg))
+        self.close("failed")
+
+    def close(self, outcome: str = "cancelled") -> None:
+        self.done, self.outcome = True, outcome
+        if self.gen is not None:
+            self.gen.close()
+        self.gen = self.state = None
 
 
 class Scheduler:
-    def __init__(self, engine: Engine, max_queue: int = 64, max_active: int = 16):
+    def __init__(self, engine: Engine, max_queue: int = 64, max_active: int = 16, batching: bool = True):
         if max_queue < 0 or max_active < 1:
             raise ValueError(f"max_queue must be >= 0 and max_active >= 1 (got {max_queue}, {max_active})")
         self.engine = engine
@@ -128,6 +157,9 @@ class Scheduler:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.stats = {"served": 0, "cancelled": 0, "errors": 0}
+        # continuous batching when the engine can step many sequences at once, else token round-robin
+        self.batched = batching and all(hasattr(engine, a) for a in ("start", "step_batch", "text", "is_eos",
+                                                                     "flush"))
 
     # -- asyncio side -------------------------------------------------------------------------------------
     def submit(self, prompt_ids: list[int], params: SamplingParams) -> Handle:
@@ -161,7 +193,9 @@ class Scheduler:
             self._thread.join(timeout)
             self._thread = None
 
-    def _admit(self) -> None:
+    def _admit(self) -> list[_Seq]:
+        """Move waiting requests into free slots, oldest first; return the newly admitted."""
+        new = []
         with self._cv:
             while not self._active and not self._pending and not self._stopping:
                 self._cv.wait(1.0)
@@ -170,55 +204,86 @@ class Scheduler:
                 if h.cancelled.is_set():
                     self.stats["cancelled"] += 1
                     continue
-                try:
-                    self._active.append(_Seq(h, self.engine))
-                except Exception as e:  # a bad request must not take the worker down
-                    log.exception("engine rejected request %d", h.id)
-                    h._post(Event("error", text=f"{type(e).__name__}: {e}"))
+                s = _Seq(h)
+                self._active.append(s)
+                new.append(s)
+        return new
 
     def _run(self) -> None:
+        batched = self.batched
         while True:
-            self._admit()
+            new = self._admit()
             if self._stopping:
                 break
-            for s in list(self._active):
-                self._step(s)
-            self._active = [s for s in self._active if s.gen is not None]
+            for s in self._active:
+                if s.h.cancelled.is_set() and not s.done:
+                    s.close()
+                    self.stats["cancelled"] += 1
+            if batched:
+                self._round_batched(new)
+            else:
+                self._round_robin(new)
+            self.stats["served"] += sum(s.outcome == "finished" for s in self._active)
+            self._active = [s for s in self._active if not s.done]
         for s in self._active:
-            s.gen.close()
-            s.h._post(Event("error", text="server is shutting down"))
+            s.fail("server is shutting down")
         with self._cv:
             for h in self._pending:
                 h._post(Event("error", text="server is shutting down"))
             self._pending.clear()
         self._active = []
 
-    def _step(self, s: _Seq) -> None:
-        h = s.h
-        if h.cancelled.is_set():
-            s.gen.close()
-            s.gen = None
-            self.stats["cancelled"] += 1
-            return
+    def _guard(self, seqs: list[_Seq], fn, *args):
+        """Run an engine call; on failure fail those sequences (a bad request must not take the worker down)."""
         try:
-            tok, text = next(s.gen)
-        except StopIteration:
-            s.finish("stop")
-            s.gen = None
-            self.stats["served"] += 1
-            return
+            return fn(*args)
         except Exception as e:
-            log.exception("generation failed for request %d", h.id)
-            h._post(Event("error", text=f"{type(e).__name__}: {e}"))
-            s.gen.close()
-            s.gen = None
-            self.stats["errors"] += 1
-            return
-        s.n += 1
-        out, stopped = s.stop.feed(text)
-        if out:
-            h._post(Event("delta", out))
-        if stopped or s.n >= h.params.max_tokens:
-            s.finish("stop" if stopped else "length")
-            s.gen = None
-            self.stats["served"] += 1
+            log.exception("engine call %s failed", getattr(fn, "__name__", fn))
+            for s in seqs:
+                s.fail(f"{type(e).__name__}: {e}")
+            self.stats["errors"] += len(seqs)
+            return None
+
+    def _round_robin(self, new: list[_Seq]) -> None:
+        """One token for every active sequence, in admission order."""
+        for s in new:
+            s.gen = self._guard([s], self.engine.generate, s.h.prompt_ids, s.h.params)
+        for s in self._active:
+            if s.done:
+                continue
+            try:
+                tok, text = next(s.gen)
+            except StopIteration:
+                s.finish("stop")
+                continue
+            except Exception as e:
+                log.exception("generation failed for request %d", s.h.id)
+                s.fail(f"{type(e).__name__}: {e}")
+                self.stats["errors"] += 1
+                continue
+            s.emit(tok, text)
+
+    def _round_batched(self, new: list[_Seq]) -> None:
+        """Prefill the newcomers (first token each), then one decode step for all others as one batch."""
+        eng = self.engine
+        for s in new:
+            r = self._guard([s], eng.start, s.h.prompt_ids, s.h.params)
+            if r is not None:
+                s.state = r[0]
+                self._emit_token(s, r[1])
+        batch = [s for s in self._active if not s.done and s not in new]
+        if batch:
+            toks = self._guard(batch, eng.step_batch, [s.state for s in batch])
+            for s, tok in zip(batch, toks or ()):
+                self._emit_token(s, tok)
+
+    def _emit_token(self, s: _Seq, tok: int) -> None:
+        eng = self.engine
+        if eng.is_eos(tok):
+            tail = eng.flush(s.state)
+            if tail:
+                s.emit(None, tail)
+            if not s.done:
+                s.finish("stop")
+        else:
+            s.emit(tok, eng.text(s.state, tok))

@@ -1,0 +1,164 @@
+"""The real engine: lowbit's LlamaModel behind the server's Engine interface.
+
+Each request gets its own KV cache (numpy zeros, so pages are touched only as it fills); the single engine
+thread points the shared model at that cache before each forward call. When several sequences are decoding,
+`decode_batch` runs them as one M-row pass through the GEMM kernels (continuous batching); attention stays
+per sequence because every sequence has its own cache and position.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from ..model.kv_cache import KVCache
+from ..sampling import Sampler, SamplerConfig
+from .engine import SamplingParams
+
+
+def penalize(logits: np.ndarray, counts: dict, presence: float, frequency: float) -> np.ndarray:
+    """OpenAI's rule: logit[t] -= presence * (count[t] > 0) + frequency * count[t], over generated tokens."""
+    if not counts or (presence == 0.0 and frequency == 0.0):
+        return logits
+    ids = np.fromiter(counts.keys(), np.int64, len(counts))
+    c = np.fromiter(counts.values(), np.float32, len(counts))
+    z = np.array(logits, dtype=np.float32).reshape(-1)
+    z[ids] -= presence + frequency * c
+    return z
+
+
+class Sequence:
+    """One request's decoding state: cache, sampler, stream decoder, the token whose logits are next."""
+
+    def __init__(self, engine: "LowbitEngine", prompt_ids: list[int], params: SamplingParams):
+        self.e, self.params = engine, params
+        cfg = engine.model.config
+        self.cache = KVCache(cfg.n_layer, cfg.n_head_kv, engine.n_ctx, cfg.head_dim)
+        # top_k/min_p/repeat_penalty off: OpenAI requests only carry temperature/top_p and the penalties below.
+        self.sampler = Sampler(SamplerConfig(temperature=params.temperature, top_k=0, top_p=params.top_p,
+                                             min_p=0.0, repeat_penalty=1.0, seed=params.seed))
+        self.dec = engine.tokenizer.stream_decoder()
+        self.prompt_ids = prompt_ids
+        self.counts: dict[int, int] = {}
+        self.last: int | None = None  # last sampled token, not yet run through the model
+
+    def sample(self, logits: np.ndarray) -> int:
+        z = penalize(logits.reshape(-1), self.counts, self.params.presence_penalty, self.params.frequency_penalty)
+        tok = int(self.sampler(z, ()))
+        self.counts[tok] = self.counts.get(tok, 0) + 1
+        self.last = tok
+        return tok
+
+
+class LowbitEngine:
+    def __init__(self, llm, model_id: str | None = None):
+        self.llm, self.model, self.tokenizer = llm, llm.model, llm.tokenizer
+        self.model_id = model_id or llm.path.stem
+        self.n_ctx = self.model.n_ctx
+        self.eot = set(int(t) for t in self.tokenizer.eot_ids)
+
+    @classmethod
+    def load(cls, path=None, format=None, n_ctx=None, threads=None, model_id=None) -> "LowbitEngine":
+        from ..api import load
+        return cls(load(path, format=format, n_ctx=n_ctx, threads=threads), model_id)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text) if text else []
+
+    def chat_ids(self, messages: list[dict]) -> list[int]:
+        try:
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        except LookupError:  # no template in the model file (e.g. stories260K): plain concatenation
+            text = "\n".join(m["content"] for m in messages) + "\n"
+            return self.tokenizer.encode(text)
+        return self.tokenizer.encode(text, add_bos=False, parse_special=True)
+
+    # -- one sequence at a time (the round-robin path) ---------------------------------------------------------
+    def _on(self, cache: KVCache) -> None:
+        self.model.cache = cache
+
+    def start(self, prompt_ids: list[int], params: SamplingParams) -> tuple[Sequence, int]:
+        """Prefill the prompt into a fresh cache and sample the first token."""
+        s = Sequence(self, prompt_ids, params)
+        self._on(s.cache)
+        return s, s.sample(self.model.prefill(prompt_ids))
+
+    def text(self, s: Sequence, tok: int) -> str:
+        return s.dec.push(tok)
+
+    def step(self, s: Sequence) -> int:
+        self._on(s.cache)
+        return s.sample(self.model.decode(s.last))
+
+    # -- many sequences per step (continuous batching) ---------------------------------------------------------
+    def is_eos(self, tok: int) -> bool:
+        return tok in self.eot
+
+    def flush(self, s: Sequence) -> str:
+        return s.dec.flush()
+
+    def step_batch(self, seqs: list[Sequence]) -> list[int]:
+        """Advance every sequence by its pending token; one sampled token each."""
+        if len(seqs) == 1:  # the GEMV path, exactly what a lone request runs
+            return [self.step(seqs[0])]
+        out = []
+        for i in range(0, len(seqs), self.model.n_batch):
+            chunk = seqs[i: i + self.model.n_batch]
+            logits = decode_batch(self.model, [s.cache for s in chunk], [s.last for s in chunk])
+            out += [s.sample(logits[j]) for j, s in enumerate(chunk)]
+        return out
+
+    def generate(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[tuple[int | None, str]]:
+        s, tok = self.start(prompt_ids, params)
+        while tok not in self.eot:
+            yield tok, self.text(s, tok)
+            if s.cache.pos >= self.n_ctx:
+                return
+            tok = self.step(s)
+        tail = s.dec.flush()
+        if tail:
+            yield None, tail
+
+
+def decode_batch(m, caches: list[KVCache], toks: list[int]) -> np.ndarray:
+    """One decode step for M independent sequences: the linear layers see M rows (GEMM kernels, weights read
+    once per step instead of M times); RoPE and attention use each sequence's own position and cache.
+    Mirrors LlamaModel.decode op for op. Returns logits [M, vocab]."""
+    c, M = m.config, len(toks)
+    hd, Hkv = c.head_dim, c.n_head_kv
+    G = c.n_head // Hkv
+    nq, nkv = m.nq, m.nkv
+    pos = np.array([kv.pos for kv in caches])
+    if (pos >= m.n_ctx).any():
+        raise ValueError(f"context full (n_ctx={m.n_ctx}) for a sequence in the batch")
+    x, h, qkv, attn, o, gu, ff, rowsq = (a[:M] for a in (m.x, m.h, m.qkv, m.attn, m.o, m.gu, m.ff, m.rowsq))
+    m.embed.lookup(toks, x)
+    rot = m.rot[pos][:, None, :]                                                  # [M, 1, hd/2]
+    for li, L in enumerate(m.layers):
+        m._rmsnorm(x, L.attn_norm, h, rowsq)
+        L.wqkv(h, qkv)                                                            # [M, nq + 2 nkv]
+        qk = qkv[:, : nq + nkv].view(np.complex64).reshape(M, c.n_head + Hkv, hd // 2)
+        qk *= rot
+        for i, kv in enumerate(caches):
+            p = pos[i]
+            T = p + 1
+            kc, vc = kv.k[li], kv.v[li]
+            kc[:, p] = qkv[i, nq: nq + nkv].reshape(Hkv, hd)
+            vc[:, p] = qkv[i, nq + nkv:].reshape(Hkv, hd)
+            sc = np.matmul(qkv[i, :nq].reshape(Hkv, G, hd), kc[:, :T].transpose(0, 2, 1))   # [Hkv, G, T]
+            sc *= m.scale
+            sc -= sc.max(-1, keepdims=True)
+            np.exp(sc, out=sc)
+            sc /= np.sum(sc, -1, keepdims=True)
+            np.matmul(sc, vc[:, :T], out=attn[i].reshape(Hkv, G, hd))
+        L.wo(attn, o)
+        x += o
+        m._rmsnorm(x, L.ffn_norm, h, rowsq)
+        m._mlp(L, h, gu, ff, o)
+        x += o
+    for kv in caches:
+        kv.pos += 1
+    m._rmsnorm(x, m.output_norm, h, rowsq)
+    logits = np.empty((M, c.vocab_size), np.float32)
+    m.output(h, logits)
+    return logits
