@@ -1,0 +1,39 @@
+/* Declarations of the aarch64 micro-kernels (kernels.inc, aarch64 section). Each family lives in its own
+ * directory, compiled with only its own -march (setup.py ISA_DIRS); dispatch.c calls one only when
+ * getauxval reports the features (csrc/common/cpu.c). */
+#ifndef LOWBIT_ARM_H
+#define LOWBIT_ARM_H
+#include "lowbit/kernel.h"
+#if defined(__aarch64__)
+#define LB_ARM_DECL(name)                                                                                  \
+    void gemv_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,    \
+                     float *out, int n0, int n1, int N);                                                    \
+    void gemm_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4, \
+                     float *out, size_t ldo, int n0, int n1, int N);
+LB_ARM_DECL(q4_0_4x4__neon)
+LB_ARM_DECL(iq4_nl_4x4__neon)
+LB_ARM_DECL(q8_0_4x4__neon)
+LB_ARM_DECL(q4_0_4x4__dotprod)
+LB_ARM_DECL(iq4_nl_4x4__dotprod)
+LB_ARM_DECL(q8_0_4x4__dotprod)
+LB_ARM_DECL(q4_0_4x8__i8mm)
+LB_ARM_DECL(iq4_nl_4x8__i8mm)
+LB_ARM_DECL(q8_0_4x8__i8mm)
+#ifdef LB_HAVE_SVE
+LB_ARM_DECL(q4_0_8x8__sve256)
+LB_ARM_DECL(iq4_nl_8x8__sve256)
+LB_ARM_DECL(q8_0_8x8__sve256)
+int lb_sve_vector_bits_impl(void);
+#endif
+/* Defines the exported gemv_/gemm_ pair of one kernel from the TU's static always-inline bodies. */
+#define LB_ARM_DEF(name, FMT, gemv_body, gemm_body)                                                        \
+    void gemv_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,    \
+                     float *out, int n0, int n1, int N) {                                                   \
+        (void)aux; (void)bsums; gemv_body(FMT, K, W, A, out, n0, n1, N);                                    \
+    }                                                                                                        \
+    void gemm_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4, \
+                     float *out, size_t ldo, int n0, int n1, int N) {                                       \
+        (void)aux; (void)bsums4; gemm_body(FMT, K, W, A4, out, ldo, n0, n1, N);                             \
+    }
+#endif
+#endif

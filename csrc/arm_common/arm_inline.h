@@ -1,0 +1,53 @@
+/* Static helpers shared by the Arm kernel TUs. Static on purpose: each TU gets its own copy compiled with
+ * its own -march, so no dotprod/i8mm/SVE code can leak into a baseline path through the linker. */
+#ifndef LOWBIT_ARM_INLINE_H
+#define LOWBIT_ARM_INLINE_H
+#include <arm_neon.h>
+#include <string.h>
+#include "arm_common/arm.h"
+
+#define AI static inline __attribute__((always_inline))
+
+AI float lb_h2f(const uint8_t *p) { __fp16 h; memcpy(&h, p, 2); return (float)h; }
+AI float32x4_t lb_h2f4(const uint8_t *p) { return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(p))); }
+AI size_t lb_sbb(int fmt, int R) { return (size_t)R * (fmt == LB_FMT_Q8_0 ? 34 : 18); }
+
+/* q4_0 weights are unpacked in the sign form (nibble << 4 or byte & 0xF0 = 16 * (q - 8), exact in int8),
+ * so their integer sums are 16x: fixed-point convert with 4 fraction bits divides exactly. */
+AI float32x4_t lb_isum_to_f(int fmt, int32x4_t s) {
+    return fmt == LB_FMT_Q4_0 ? vcvtq_n_f32_s32(s, 4) : vcvtq_f32_s32(s);
+}
+
+/* Low (elements j) and high (elements j+16) halves of 16 nibble bytes as int8 weights. */
+AI void lb_unpack_nib(int fmt, uint8x16_t v, int8x16_t *lo, int8x16_t *hi) {
+    if (fmt == LB_FMT_Q4_0) {
+        *lo = vreinterpretq_s8_u8(vshlq_n_u8(v, 4));
+        *hi = vreinterpretq_s8_u8(vandq_u8(v, vdupq_n_u8(0xF0)));
+    } else {  /* iq4_nl: table lookup of each nibble */
+        const int8x16_t tab = vld1q_s8(lb_kvalues_iq4nl);
+        *lo = vqtbl1q_s8(tab, vandq_u8(v, vdupq_n_u8(0x0F)));
+        *hi = vqtbl1q_s8(tab, vshrq_n_u8(v, 4));
+    }
+}
+
+/* Weights of one R=4 super-block as 8 vectors in K order: w[k] = 4 rows x (elements of chunk k), where a
+ * chunk is 4 elements (B=4: w[k] = rows 0-3 x 4 bytes) or, for B=8, w[2q+p] = rows 2p,2p+1 x elements
+ * 8q..8q+7. In both layouts plain byte vector m holds chunk m (low nibbles) and chunk m+4 (high). */
+AI void lb_unpack_r4(int fmt, const uint8_t *qs, int8x16_t w[8]) {
+    if (fmt == LB_FMT_Q8_0) {
+        for (int k = 0; k < 8; k++) w[k] = vld1q_s8((const int8_t *)qs + 16 * k);
+        return;
+    }
+    for (int m = 0; m < 4; m++) lb_unpack_nib(fmt, vld1q_u8(qs + 16 * m), &w[m], &w[m + 4]);
+}
+
+/* Store the R=4 columns of group g that are < N and < n1. */
+AI void lb_store4(float *out, float32x4_t v, int g, int n1, int N) {
+    const int c0 = 4 * g;
+    if (c0 + 4 <= N && c0 + 4 <= n1) { vst1q_f32(out + c0, v); return; }
+    float t[4];
+    vst1q_f32(t, v);
+    for (int r = 0; r < 4; r++)
+        if (c0 + r < N && c0 + r < n1) out[c0 + r] = t[r];
+}
+#endif
