@@ -30,6 +30,9 @@ int lb_sve_vector_bits(void) { return 0; }
 #ifndef HWCAP2_I8MM
 #define HWCAP2_I8MM (1 << 13)
 #endif
+#ifndef HWCAP2_SVEI8MM
+#define HWCAP2_SVEI8MM (1 << 9)
+#endif
 int lb_sve_vector_bits_impl(void);   /* in the SVE translation unit, when built */
 int lb_sve_vector_bits(void) {
 #ifdef LB_HAVE_SVE
@@ -42,7 +45,8 @@ static int detect(void) {
     int f = LB_ISA_NEON;
     if (h1 & HWCAP_ASIMDDP) f |= LB_ISA_DOTPROD;
     if ((h1 & HWCAP_ASIMDDP) && (h2 & HWCAP2_I8MM)) f |= LB_ISA_I8MM;
-    if ((f & LB_ISA_I8MM) && lb_sve_vector_bits() == 256) f |= LB_ISA_SVE256;
+    /* The SVE kernels use SVE SMMLA (needs SVE's own i8mm bit) and assume exactly 256-bit vectors. */
+    if ((f & LB_ISA_I8MM) && (h2 & HWCAP2_SVEI8MM) && lb_sve_vector_bits() == 256) f |= LB_ISA_SVE256;
     return f;
 }
 #else
