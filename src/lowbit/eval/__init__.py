@@ -1,0 +1,1 @@
+"""Quality evaluation: perplexity and KL divergence (llama.cpp-compatible)."""

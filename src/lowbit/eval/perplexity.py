@@ -1,0 +1,209 @@
+"""Perplexity and KL divergence, computed the way llama.cpp's `llama-perplexity` does.
+
+llama.cpp (tools/perplexity): tokenize the whole text once (BOS prepended when the vocab adds one), cut it into
+n_chunk = len(tokens) // ctx chunks of ctx tokens, replace the first token of every chunk by BOS (when the vocab
+adds one), evaluate each chunk from an empty cache, and score only the second half: logits at positions
+first = ctx/2 .. ctx-2 predict tokens first+1 .. ctx-1 (ctx-1-first tokens per chunk). PPL = exp(mean NLL);
+its +/- is ppl * stderr(NLL). KLD (llama.cpp --kl-divergence) is KL(P_ref || Q) on the same positions, with
+"same top" the share of positions whose argmax agrees.
+
+Everything here takes a `logits_fn(tokens) -> float32 [len(tokens), vocab]`, so lowbit and llama.cpp are scored
+by the same code. Sums are in float64 and in a fixed order, so repeated runs give identical numbers."""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+LogitsFn = Callable[[Sequence[int]], np.ndarray]
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """float64 log-probabilities of each row."""
+    x = np.asarray(logits, dtype=np.float64)
+    m = x.max(-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def make_chunks(tokens: Sequence[int], ctx: int, n_chunks: Optional[int] = None, bos: Optional[int] = None):
+    """llama.cpp's chunking: n = len // ctx chunks (capped by n_chunks), first token of each replaced by bos."""
+    if ctx < 4 or ctx % 2:
+        raise ValueError(f"--ctx must be an even number >= 4, got {ctx}")
+    if len(tokens) < 2 * ctx:
+        raise ValueError(f"the text has {len(tokens)} tokens; at least 2*ctx = {2 * ctx} are needed "
+                         f"(as in llama.cpp): use a longer text or a smaller --ctx")
+    n = len(tokens) // ctx
+    if n_chunks is not None:
+        if n_chunks < 1:
+            raise ValueError(f"--chunks must be >= 1, got {n_chunks}")
+        n = min(n, n_chunks)
+    chunks = []
+    for i in range(n):
+        c = list(tokens[i * ctx:(i + 1) * ctx])
+        if bos is not None:
+            c[0] = bos
+        chunks.append(c)
+    return chunks
+
+
+@dataclass
+class KLDStats:
+    kld: list = field(default_factory=list)       # per scored position
+    same_top: int = 0
+    n: int = 0
+
+    def add(self, ref_logp: np.ndarray, logp: np.ndarray):
+        logp = logp.astype(np.float32).astype(np.float64)   # the reference is stored in float32: same rounding
+        p = np.exp(ref_logp)
+        self.kld.extend((p * (ref_logp - logp)).sum(-1).tolist())
+        self.same_top += int((ref_logp.argmax(-1) == logp.argmax(-1)).sum())
+        self.n += len(logp)
+
+    def summary(self) -> dict:
+        k = np.asarray(self.kld, dtype=np.float64)
+        return {"kld_mean": float(k.mean()), "kld_stderr": float(k.std(ddof=1) / math.sqrt(len(k))) if len(k) > 1
+                else 0.0, "kld_median": float(np.median(k)), "kld_p99": float(np.percentile(k, 99)),
+                "kld_max": float(k.max()), "same_top": self.same_top / self.n, "kld_positions": self.n}
+
+
+@dataclass
+class Result:
+    ppl: float
+    ppl_err: float
+    nll_mean: float
+    n_scored: int
+    n_chunks: int
+    ctx: int
+    n_tokens: int
+    chunk_ppl: list
+    kld: Optional[dict] = None
+
+    def as_dict(self):
+        d = dict(self.__dict__)
+        return d
+
+
+def score(logits_fn: LogitsFn, chunks, ref=None, progress: bool = True, desc: str = "perplexity",
+          keep_logp: Optional[Callable[[int, np.ndarray], None]] = None) -> Result:
+    """Run every chunk, score its second half. ref: callable(i) -> reference log-probs [scored, vocab] of chunk
+    i (for KLD). keep_logp(i, logp): receives this model's log-probs of chunk i (to build a reference cache)."""
+    ctx = len(chunks[0])
+    first = ctx // 2
+    nll_all, chunk_ppl = [], []
+    kld = KLDStats() if ref is not None else None
+    it = range(len(chunks))
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(chunks), desc=desc, unit="chunk")
+    for i in it:
+        c = chunks[i]
+        logits = np.asarray(logits_fn(c))
+        if logits.ndim != 2 or logits.shape[0] != ctx:
+            raise RuntimeError(f"logits for a {ctx}-token chunk have shape {logits.shape}, expected [{ctx}, vocab]")
+        logp = log_softmax(logits[first: ctx - 1])                      # [ctx-1-first, vocab]
+        target = np.asarray(c[first + 1: ctx])
+        nll = -logp[np.arange(len(target)), target]
+        nll_all.append(nll)
+        chunk_ppl.append(float(np.exp(nll.mean())))
+        if ref is not None:
+            kld.add(ref(i), logp)
+        if keep_logp is not None:
+            keep_logp(i, logp)
+        if bar is not None:
+            run = np.concatenate(nll_all)
+            bar.set_postfix(ppl=f"{math.exp(run.mean()):.4f}")
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    nll = np.concatenate(nll_all)
+    mean = float(nll.mean())
+    ppl = math.exp(mean)
+    err = ppl * float(nll.std(ddof=1)) / math.sqrt(len(nll)) if len(nll) > 1 else 0.0
+    return Result(ppl, err, mean, len(nll), len(chunks), ctx, sum(len(c) for c in chunks), chunk_ppl,
+                  kld.summary() if kld is not None else None)
+
+
+# ---------------------------------------------------------------- reference log-probs, cached on disk
+
+def file_sha256(path, _memo={}) -> str:
+    path = os.fspath(path)
+    st = os.stat(path)
+    key = (path, st.st_size, st.st_mtime_ns)
+    if key not in _memo:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for b in iter(lambda: f.read(1 << 24), b""):
+                h.update(b)
+        _memo[key] = h.hexdigest()
+    return _memo[key]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("LOWBIT_CACHE", Path.home() / ".cache" / "lowbit")) / "kld"
+
+
+class RefCache:
+    """Reference log-probs [chunks, scored, vocab] float32 in an .npy, keyed by model hash + ref format +
+    token hash + ctx + chunks. Float32 (not llama.cpp's uint16) so a model vs itself gives exactly 0."""
+
+    def __init__(self, model_path, fmt: str, tokens: Sequence[int], ctx: int, n_chunks: int, vocab: int):
+        tok_hash = hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest()
+        key = hashlib.sha256(f"{file_sha256(model_path)}|{fmt}|{tok_hash}|{ctx}|{n_chunks}".encode()).hexdigest()
+        self.path = cache_dir() / f"{key[:32]}.npy"
+        self.meta = {"model": os.fspath(model_path), "format": fmt, "ctx": ctx, "chunks": n_chunks,
+                     "tokens_sha256": tok_hash, "vocab": vocab}
+        self.shape = (n_chunks, ctx - 1 - ctx // 2, vocab)
+
+    @property
+    def ready(self) -> bool:
+        meta = self.path.with_suffix(".json")
+        return self.path.exists() and meta.exists() and json.loads(meta.read_text()).get("complete") is True
+
+    def writer(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        arr = np.lib.format.open_memmap(self.path, mode="w+", dtype=np.float32, shape=self.shape)
+
+        def keep(i, logp):
+            arr[i] = logp.astype(np.float32)
+        return arr, keep
+
+    def finish(self, arr):
+        arr.flush()
+        self.path.with_suffix(".json").write_text(json.dumps(dict(self.meta, complete=True), indent=1))
+
+    def reader(self):
+        arr = np.load(self.path, mmap_mode="r")
+        if arr.shape != self.shape:
+            raise RuntimeError(f"KLD cache {self.path} has shape {arr.shape}, expected {self.shape}; delete it")
+        return lambda i: np.asarray(arr[i], dtype=np.float64)
+
+
+# ---------------------------------------------------------------- lowbit models as logits functions
+
+def lowbit_logits_fn(llm) -> LogitsFn:
+    """Full-sequence logits of one chunk from an empty cache (an LLM from lowbit.load, or its .model)."""
+    model = getattr(llm, "model", llm)
+
+    def fn(tokens):
+        model.reset()
+        return model.prefill(tokens, all_logits=True)
+    return fn
+
+
+def bos_for(llm) -> Optional[int]:
+    """The BOS id if this tokenizer prepends one (llama.cpp's llama_vocab_get_add_bos), else None."""
+    tok = llm.tokenizer
+    add = getattr(tok, "add_bos", None)
+    bos = getattr(tok, "bos_id", None)
+    if add is None or bos is None:   # fall back to what encode() does by default
+        ids = tok.encode("a")
+        ids_nobos = tok.encode("a", add_bos=False)
+        return ids[0] if len(ids) == len(ids_nobos) + 1 else None
+    return int(bos) if add else None
