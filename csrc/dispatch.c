@@ -2,6 +2,7 @@
 #include "lowbit/kernel.h"
 #include "ref/ref.h"
 #include "x86_avx2/avx2.h"
+#include "x86_avx2/cb_avx2.h"
 #include "arm_common/arm.h"
 
 #define LB_KERNEL(name, fmt, isa, R, B, act_B) {#name, fmt, isa, R, B, act_B, gemv_##name, gemm_##name},

@@ -105,6 +105,9 @@ class PackedWeight:
         k = kernel_named(kernel) if kernel else kernel_for(fmt)
         if k["format"] != fmt:
             raise ValueError(f"kernel {k['name']} computes {k['format']}, not {fmt}")
+        if fmt in ("cb4", "cb2"):     # tables validated against the ids: kernels index them unchecked
+            from .formats.cb import prepare_aux
+            aux = prepare_aux(blocks, aux, fmt)
         data = interleave(blocks, fmt, N, K, k["R"], k["B"])
         return cls(fmt, N, K, k, data.reshape(-1), aux)
 

@@ -4,7 +4,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from . import iq4_nl, q4_0, q8_0
+from . import cb, iq4_nl, q4_0, q8_0
 
 QK = 32
 
@@ -28,6 +28,9 @@ FORMATS = {
     "q4_0": Format("q4_0", 18, 16, 2, 0x88, q4_0.quantize_blocks, q4_0.dequantize_blocks),
     "iq4_nl": Format("iq4_nl", 18, 16, 2, 0, iq4_nl.quantize_blocks, iq4_nl.dequantize_blocks),
     "q8_0": Format("q8_0", 34, 32, 2, 0, q8_0.quantize_blocks, q8_0.dequantize_blocks),
+    # codebook formats: tables are learned per tensor (lowbit.quantize); dequantize(blocks, tables)
+    "cb4": Format("cb4", 19, 16, 3, 0, None, lambda b, t=None: cb.dequantize_blocks(b, t, "cb4")),
+    "cb2": Format("cb2", 11, 8, 3, 0, None, lambda b, t=None: cb.dequantize_blocks(b, t, "cb2")),
 }
 
 

@@ -1,0 +1,239 @@
+/* AVX2 GEMV (1x8) and GEMM (4x8) for the codebook formats cb4 / cb2 on the 8-row, 8-byte interleave.
+ * Compiled with -mavx2 -mfma -mf16c only (setup.py); called only when cpuid reports all three.
+ *
+ * cb4: every row may use a different 16-entry table, and PSHUFB looks up one table per 128-bit lane, so the
+ * index bytes are regrouped with unpack{lo,hi}_epi64 until each lane holds ONE row's 16 code bytes (rows
+ * {0,2},{1,3},{4,6},{5,7} per ymm); low nibbles are elements 0..15, high nibbles 16..31, dotted against the
+ * activation halves broadcast to both lanes. Table values are signed: maddubs(|a|, sign(w, a)) (|a| once
+ * per block). Two hadd levels leave the 8 row sums in lane order [0,1,4,5,2,3,6,7] (PERM), as in
+ * gemx_8x8_avx2.c.
+ * cb2: 4 entries per table, so the 4 tables of rows 0..3 fill one 16-byte PSHUFB table; the row is folded
+ * into the index (crumb | 4*row-in-table), one lookup serves 4 rows; when all 8 ids of a super-block are < 4
+ * the first 4 tables (kept in a register for the whole call) are indexed by 4*id + crumb instead, so no
+ * per-block gather. The layout then matches iq4_nl's (elements 8k..8k+7 of rows 4h..4h+3 per ymm) and the
+ * dot is its maddubs(|w|, sign(a, w)). cb2 aux holds >= 4 tables (module.c requires 64 bytes). */
+#ifndef __AVX2__
+#error "this file must be compiled with -mavx2 -mfma -mf16c"
+#endif
+#include <immintrin.h>
+#include <string.h>
+#include "cb_avx2.h"
+
+#define AI static inline __attribute__((always_inline))
+
+static const int32_t PERM[8] = {0, 1, 4, 5, 2, 3, 6, 7};
+
+AI float fp16(const uint8_t *p) { uint16_t h; memcpy(&h, p, 2); return _cvtsh_ss(h); }
+AI __m256i bcast8(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return _mm256_set1_epi64x(v); }
+AI int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
+
+AI __m256i tab2(const int8_t *aux, int ida, int idb) {   /* lane 0: table ida, lane 1: table idb */
+    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(aux + 16 * ida))),
+                                   _mm_loadu_si128((const __m128i *)(aux + 16 * idb)), 1);
+}
+
+/* cb4 weights of one super-block: w[2v] = low nibbles (elements 0..15), w[2v+1] = high (16..31), for the
+ * row pairs v = {0,2},{1,3},{4,6},{5,7} (lane 0, lane 1). */
+AI void cb4_unpack(const uint8_t *sb, const int8_t *aux, __m256i w[8]) {
+    const uint8_t *id = sb + 16, *qs = sb + 24;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    const __m256i L0 = _mm256_loadu_si256((const __m256i *)(qs + 0));    /* rows 0-3, bytes 0-7 */
+    const __m256i L1 = _mm256_loadu_si256((const __m256i *)(qs + 32));   /* rows 4-7, bytes 0-7 */
+    const __m256i L2 = _mm256_loadu_si256((const __m256i *)(qs + 64));   /* rows 0-3, bytes 8-15 */
+    const __m256i L3 = _mm256_loadu_si256((const __m256i *)(qs + 96));   /* rows 4-7, bytes 8-15 */
+    const __m256i V[4] = {_mm256_unpacklo_epi64(L0, L2), _mm256_unpackhi_epi64(L0, L2),
+                          _mm256_unpacklo_epi64(L1, L3), _mm256_unpackhi_epi64(L1, L3)};
+    static const int RA[4] = {0, 1, 4, 5}, RB[4] = {2, 3, 6, 7};
+    uint64_t ids;
+    memcpy(&ids, id, 8);
+    const int same = ids == id[0] * 0x0101010101010101ull;   /* one table for all 8 rows (always when C = 1) */
+    const __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(aux + 16 * id[0])));
+    for (int v = 0; v < 4; v++) {
+        const __m256i t = same ? t1 : tab2(aux, id[RA[v]], id[RB[v]]);
+        w[2 * v] = _mm256_shuffle_epi8(t, _mm256_and_si256(V[v], m4));
+        w[2 * v + 1] = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(V[v], 4), m4));
+    }
+}
+
+/* Row sums (PERM order) of the unpacked cb4 block against activation halves: ua = |a|, a = signed. */
+AI __m256i cb4_dot(const __m256i w[8], __m256i alo, __m256i ahi) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    const __m256i ulo = _mm256_sign_epi8(alo, alo), uhi = _mm256_sign_epi8(ahi, ahi);
+    __m256i s[4];
+    for (int v = 0; v < 4; v++) {
+        const __m256i plo = _mm256_maddubs_epi16(ulo, _mm256_sign_epi8(w[2 * v], alo));
+        const __m256i phi = _mm256_maddubs_epi16(uhi, _mm256_sign_epi8(w[2 * v + 1], ahi));
+        s[v] = _mm256_add_epi32(_mm256_madd_epi16(plo, ones), _mm256_madd_epi16(phi, ones));
+    }
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+}
+
+/* cb2 weights: w[2k+h] = elements 8k..8k+7 of rows 4h..4h+3 (signed). t_all: the first 4 tables' 4 entries
+ * (index 4*id + crumb), used when every id of the super-block is < 4; otherwise the 4 rows' tables are
+ * gathered into one 16-byte table per row quad. */
+AI int cb2_unpack(const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all_u, __m256i w[8]) {
+    const uint8_t *id = sb + 16, *qs = sb + 24;
+    const __m256i m3 = _mm256_set1_epi8(3);
+    uint64_t ids;
+    memcpy(&ids, id, 8);
+    __m256i t[2], bias[2];
+    if (!(ids & 0xFCFCFCFCFCFCFCFCull)) {
+        /* byte of row r's chunk <- 4 * id[r]: rows 4h, 4h+1 in lane 0, 4h+2, 4h+3 in lane 1 */
+        const __m256i idb = _mm256_slli_epi16(_mm256_set1_epi64x((int64_t)ids), 2);
+        const __m256i sel0 = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
+                                              2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+        bias[0] = _mm256_shuffle_epi8(idb, sel0);
+        bias[1] = _mm256_shuffle_epi8(idb, _mm256_add_epi8(sel0, _mm256_set1_epi8(4)));
+        t[0] = t[1] = t_all;
+    } else {
+        t_all_u = 0;
+        const __m256i b = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4,
+                                           8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12);
+        for (int h = 0; h < 2; h++) {
+            const __m128i t4 = _mm_setr_epi32(ld32(aux + 16 * id[4 * h]), ld32(aux + 16 * id[4 * h + 1]),
+                                              ld32(aux + 16 * id[4 * h + 2]), ld32(aux + 16 * id[4 * h + 3]));
+            t[h] = _mm256_broadcastsi128_si256(t4);
+            bias[h] = b;
+        }
+    }
+    for (int h = 0; h < 2; h++) {
+        const __m256i Q = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
+        w[h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_and_si256(Q, m3), bias[h]));
+        w[2 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Q, 2), m3), bias[h]));
+        w[4 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Q, 4), m3), bias[h]));
+        w[6 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Q, 6), m3), bias[h]));
+    }
+    return t_all_u;
+}
+
+/* The first 4 cb2 tables (aux holds >= 4: module.c checks 64 bytes); *u = 1 and the entries + 64 when all of
+ * them lie in [-64, 63] (the learner's range), so cb2_dot_u applies. */
+AI __m256i cb2_tables(const int8_t *aux, int *u) {
+    const __m128i t = _mm_setr_epi32(ld32(aux), ld32(aux + 16), ld32(aux + 32), ld32(aux + 48));
+    const __m128i out = _mm_or_si128(_mm_cmpgt_epi8(t, _mm_set1_epi8(63)), _mm_cmplt_epi8(t, _mm_set1_epi8(-64)));
+    *u = _mm_testz_si128(out, out);
+    return _mm256_broadcastsi128_si256(*u ? _mm_add_epi8(t, _mm_set1_epi8(64)) : t);
+}
+
+/* cb2 dot when the weights were looked up from tables + 64 (all entries in [-64, 63]): maddubs(w + 64, a)
+ * without sign ops, and -64 * Σa folded once per block (Σa = the activation block sum). */
+AI __m256i cb2_dot_u(const __m256i w[8], const __m256i a[4], int bsum) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s[2];
+    for (int h = 0; h < 2; h++) {
+        __m256i acc = _mm256_madd_epi16(_mm256_maddubs_epi16(w[h], a[0]), ones);
+        for (int k = 1; k < 4; k++)
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w[2 * k + h], a[k]), ones));
+        s[h] = acc;
+    }
+    return _mm256_sub_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_set1_epi32(64 * bsum));
+}
+
+AI __m256i cb2_dot(const __m256i w[8], const __m256i a[4]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s[2];
+    for (int h = 0; h < 2; h++) {
+        __m256i acc = _mm256_setzero_si256();
+        for (int k = 0; k < 4; k++) {
+            const __m256i wv = w[2 * k + h];
+            const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(a[k], wv));
+            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
+        }
+        s[h] = acc;
+    }
+    return _mm256_hadd_epi32(s[0], s[1]);
+}
+
+AI size_t sb_bytes(int fmt) { return fmt == LB_FMT_CB4 ? 8 * 19 : 8 * 11; }
+
+AI void store_cols(float *out, __m256 acc, int g, int n1, int N) {
+    float tmp[8], res[8];
+    _mm256_storeu_ps(tmp, acc);
+    for (int i = 0; i < 8; i++) res[PERM[i]] = tmp[i];
+    for (int r = 0; r < 8; r++)
+        if (8 * g + r < N && 8 * g + r < n1) out[8 * g + r] = res[r];
+}
+
+AI void gemv_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
+                float *out, int n0, int n1, int N) {
+    const int nb = K / LB_QK;
+    const size_t sbb = sb_bytes(fmt);
+    const __m256i perm = _mm256_loadu_si256((const __m256i *)PERM);
+    int t_all_u = 0;
+    const __m256i t_all = fmt == LB_FMT_CB2 ? cb2_tables(aux, &t_all_u) : _mm256_setzero_si256();
+    for (int g = n0 / 8; 8 * g < n1; g++) {
+        const uint8_t *sb = W + (size_t)g * nb * sbb;
+        __m256 acc = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++, sb += sbb) {
+            const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK;
+            __m256i w[8], isum;
+            if (fmt == LB_FMT_CB4) {
+                cb4_unpack(sb, aux, w);
+                isum = cb4_dot(w, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 2))),
+                               _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 18))));
+            } else {
+                __m256i a[4];
+                for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 2 + 8 * k);
+                isum = cb2_unpack(sb, aux, t_all, t_all_u, w) ? cb2_dot_u(w, a, bsums[b]) : cb2_dot(w, a);
+            }
+            const __m256 dw = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb)), perm);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(fp16(ab))), acc);
+        }
+        store_cols(out, acc, g, n1, N);
+    }
+}
+
+/* Activation elements 16h..16h+15 of row i of a Q8_0x4 block (chunk 8), broadcast to both lanes. */
+AI __m256i a4_half(const uint8_t *ab, int i, int h) {
+    const __m128i lo = _mm_loadl_epi64((const __m128i *)(ab + 8 + 64 * h + 8 * i));
+    const __m128i hi = _mm_loadl_epi64((const __m128i *)(ab + 8 + 64 * h + 32 + 8 * i));
+    return _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(lo, hi));
+}
+
+AI void gemm_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4,
+                const int16_t *bsums4, float *out, size_t ldo, int n0, int n1, int N) {
+    const int nb = K / LB_QK;
+    const size_t sbb = sb_bytes(fmt);
+    const __m256i perm = _mm256_loadu_si256((const __m256i *)PERM);
+    int t_all_u = 0;
+    const __m256i t_all = fmt == LB_FMT_CB2 ? cb2_tables(aux, &t_all_u) : _mm256_setzero_si256();
+    for (int g = n0 / 8; 8 * g < n1; g++) {
+        const uint8_t *sb = W + (size_t)g * nb * sbb;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int b = 0; b < nb; b++, sb += sbb) {
+            const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
+            __m256i w[8];
+            int u = 0;
+            if (fmt == LB_FMT_CB4) cb4_unpack(sb, aux, w);
+            else u = cb2_unpack(sb, aux, t_all, t_all_u, w);
+            const __m256 dw = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb)), perm);
+            float das[4];
+            _mm_storeu_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
+            for (int i = 0; i < 4; i++) {
+                __m256i isum;
+                if (fmt == LB_FMT_CB4) {
+                    isum = cb4_dot(w, a4_half(ab, i, 0), a4_half(ab, i, 1));
+                } else {
+                    __m256i a[4];
+                    for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 + 32 * k + 8 * i);
+                    isum = u ? cb2_dot_u(w, a, bsums4[4 * b + i]) : cb2_dot(w, a);
+                }
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(das[i])), acc[i]);
+            }
+        }
+        for (int i = 0; i < 4; i++) store_cols(out + i * ldo, acc[i], g, n1, N);
+    }
+}
+
+#define LB_CB_DEF(name, FMT)                                                                                \
+    void gemv_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,     \
+                     float *out, int n0, int n1, int N) {                                                    \
+        gemv_cb(FMT, K, W, aux, A, bsums, out, n0, n1, N);                                                  \
+    }                                                                                                         \
+    void gemm_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,  \
+                     float *out, size_t ldo, int n0, int n1, int N) {                                        \
+        gemm_cb(FMT, K, W, aux, A4, bsums4, out, ldo, n0, n1, N);                                           \
+    }
+
+LB_CB_DEF(cb4_8x8__avx2, LB_FMT_CB4)
+LB_CB_DEF(cb2_8x8__avx2, LB_FMT_CB2)

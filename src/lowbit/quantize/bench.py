@@ -1,0 +1,60 @@
+"""`python -m lowbit.quantize.bench`: GEMV/GEMM speed of the selected cb4/cb2 kernels vs q4_0 on the same shapes
+(random codes and tables: the kernels' speed does not depend on the values). Prints the best of many runs, so a
+busy machine inflates all rows alike; ratios are what to read."""
+import argparse
+import time
+
+import numpy as np
+
+import lowbit
+from lowbit.formats.cb import make_blocks
+from lowbit.ops import PackedWeight
+
+SHAPES = [(576, 1536), (1536, 576), (2048, 2048), (4096, 4096), (8192, 2048)]
+
+
+def random_weight(fmt, N, K, rng, C=16):
+    if fmt == "q4_0":
+        return lowbit.pack_weight(rng.standard_normal((N, K)).astype(np.float32), "q4_0")
+    E = 16 if fmt == "cb4" else 4
+    n = N * K // 32
+    lo, hi = (-127, 128) if fmt == "cb4" else (-64, 64)
+    tables = rng.integers(lo, hi, (C, 16)).astype(np.int8)
+    blocks = make_blocks(rng.uniform(0.5, 1, n) / 64, rng.integers(0, C, n), rng.integers(0, E, (n, 32)), fmt)
+    return PackedWeight.from_blocks(blocks.reshape(N, -1), fmt, N, K, aux=tables)
+
+
+def best_time(fn, reps):
+    fn()
+    best = np.inf
+    for _ in range(reps):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--reps", type=int, default=30)
+    p.add_argument("--M", type=int, default=1, help="activation rows (1 = GEMV decode)")
+    p.add_argument("--codebooks", type=int, default=4, help="tables per tensor (cb2 is fastest with <= 4)")
+    args = p.parse_args(argv)
+    lowbit.set_num_threads(args.threads)
+    rng = np.random.default_rng(0)
+    print(f"threads={args.threads} M={args.M} C={args.codebooks}; kernels: " +
+          ", ".join(f"{f}={lowbit.ops.kernel_for(f)['name']}" for f in ("q4_0", "cb4", "cb2")))
+    print(f"{'N x K':>12} {'q4_0 us':>9} {'cb4 us':>9} {'cb2 us':>9} {'cb4/q4_0':>9} {'cb2 speedup':>12}")
+    for N, K in SHAPES:
+        x = rng.standard_normal((args.M, K)).astype(np.float32)
+        t = {}
+        for fmt in ("q4_0", "cb4", "cb2"):
+            w = random_weight(fmt, N, K, rng, args.codebooks)
+            t[fmt] = best_time(lambda: lowbit.linear(x, w), args.reps)
+        print(f"{N:>5} x {K:<5} {t['q4_0']*1e6:9.1f} {t['cb4']*1e6:9.1f} {t['cb2']*1e6:9.1f} "
+              f"{t['q4_0']/t['cb4']:9.2f} {t['q4_0']/t['cb2']:12.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""Codebook learning for one weight tensor (paper §3.2, reconstructed from Arm's patent abstract):
+scale the groups, cluster groups by the shape of their value distribution, 1-D k-means per cluster for int8
+centroids, per-group codebook choice with a least-squares scale refit, a few alternating rounds.
+
+Learning runs on a random sample of groups (the tables are C x E numbers; a sample of 16k groups pins them
+down, docs/codebooks.md); the final encoding of all groups runs chunked on a thread pool."""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import numpy as np
+
+from ..formats.cb import BLOCK_BYTES, ENTRIES, TABLE_RANGE, dequantize_blocks, make_blocks
+from .encode import Tables, encode
+
+CHUNK = 8192            # groups per thread-pool task (fits L2 with the temporaries)
+HIST_BINS = 1024        # resolution of the 1-D k-means (value histogram over [-128, 128))
+
+
+@dataclass
+class CodebookTensor:
+    """A tensor quantized to cb4/cb2: plain blocks [N, K/32 * block_bytes] and its int8 tables [C, 16]."""
+    fmt: str
+    N: int
+    K: int
+    tables: np.ndarray
+    blocks: np.ndarray
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def C(self) -> int:
+        return len(self.tables)
+
+    @property
+    def bpw(self) -> float:
+        """Exact stored bits per weight: indices + fp16 scales + 1-byte ids + the [C, 16] int8 tables."""
+        return (self.blocks.nbytes + self.tables.nbytes) * 8 / (self.N * self.K)
+
+    def dequantize(self) -> np.ndarray:
+        return dequantize_blocks(self.blocks, self.tables, self.fmt).reshape(self.N, self.K)
+
+    def pack(self, kernel: Optional[str] = None):
+        from ..ops import PackedWeight
+        return PackedWeight.from_blocks(self.blocks, self.fmt, self.N, self.K, kernel, aux=self.tables)
+
+
+def _signed_absmax(x):
+    return np.take_along_axis(x, np.abs(x).argmax(-1)[:, None], -1)[:, 0]
+
+
+def _kmeans(D, C, rng, iters=15):
+    """Plain k-means (k-means++ seeding) on descriptor rows D [S, 32]; returns (centroids, labels)."""
+    S = len(D)
+    cent = [D[rng.integers(S)]]
+    d2 = ((D - cent[0]) ** 2).sum(1)
+    for _ in range(1, C):
+        p = d2 / d2.sum() if d2.sum() > 0 else None
+        cent.append(D[rng.choice(S, p=p)])
+        d2 = np.minimum(d2, ((D - cent[-1]) ** 2).sum(1))
+    cent = np.array(cent, np.float32)
+    for _ in range(iters):
+        dist = (D * D).sum(1)[:, None] - 2 * D @ cent.T + (cent * cent).sum(1)[None]
+        lab = dist.argmin(1)
+        for c in range(C):
+            m = lab == c
+            if m.any():
+                cent[c] = D[m].mean(0)
+    dist = (D * D).sum(1)[:, None] - 2 * D @ cent.T + (cent * cent).sum(1)[None]
+    return cent, dist.argmin(1)
+
+
+def _kmeans_1d(u, wt, E, iters=25):
+    """Weighted 1-D Lloyd on values u in [-128, 128) through a fine histogram; quantile initialisation."""
+    edges = np.linspace(-128, 128, HIST_BINS + 1, dtype=np.float64)
+    h, _ = np.histogram(np.clip(u, -128, 127.99), bins=edges, weights=wt)
+    hs, _ = np.histogram(np.clip(u, -128, 127.99), bins=edges, weights=wt * u)
+    ctr = np.where(h > 0, hs / np.maximum(h, 1e-30), (edges[:-1] + edges[1:]) / 2)
+    cdf = np.cumsum(h)
+    if cdf[-1] <= 0:
+        return np.linspace(-127, 127, E)
+    q = (np.arange(E) + 0.5) / E * cdf[-1]
+    c = ctr[np.minimum(np.searchsorted(cdf, q), HIST_BINS - 1)].astype(np.float64)
+    for _ in range(iters):
+        c = np.sort(c)
+        lab = np.searchsorted((c[1:] + c[:-1]) / 2, ctr)
+        num = np.bincount(lab, h * ctr, E)
+        den = np.bincount(lab, h, E)
+        c = np.where(den > 0, num / np.maximum(den, 1e-30), c)
+    return np.sort(c)
+
+
+def _to_int8(c, fmt):
+    """Scale a codebook so its extreme entry reaches the int8 bound (the factor folds into the group scales)."""
+    lo, hi = TABLE_RANGE[fmt]
+    c = np.asarray(c, np.float64)
+    f = np.inf
+    if c.max() > 0:
+        f = min(f, hi / c.max())
+    if c.min() < 0:
+        f = min(f, lo / c.min())
+    if not np.isfinite(f):
+        f = 1.0
+    return np.clip(np.rint(c * f), lo, hi).astype(np.int8)
+
+
+def _group_weights(imp, K):
+    if imp is None:
+        return None
+    imp = np.asarray(imp, np.float32).reshape(-1)
+    if imp.shape != (K,):
+        raise ValueError(f"importance must have one weight per input column (K={K}), got shape {imp.shape}")
+    if not np.all(np.isfinite(imp)) or imp.min() < 0:
+        raise ValueError("importance weights must be finite and non-negative")
+    return imp.reshape(K // 32, 32) + np.float32(1e-8 * max(float(imp.mean()), 1e-30))
+
+
+def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0):
+    """Learn int8 tables [C, E] from sample groups X [S, 32] (optional weights Wg [S, 32]).
+    Returns (Tables, descriptor centroids [C, 32], per-round sample errors)."""
+    E = ENTRIES[fmt]
+    rng = np.random.default_rng(seed)
+    mx = _signed_absmax(X)
+    keep = mx != 0
+    X, mx = X[keep], mx[keep]
+    Wg = None if Wg is None else Wg[keep]
+    if len(X) == 0:
+        return Tables(np.tile(_to_int8(np.linspace(-1, 1, E), fmt), (C, 1)), fmt), np.zeros((C, 32), np.float32), []
+    U = X / mx[:, None] * np.float32(127)                # canonical: the signed absmax maps to +127
+    D = np.sort(U, 1)                                    # descriptor: the group's sorted normalized values
+    if C > 1:
+        cent, lab = _kmeans(D, C, rng)
+    else:
+        cent, lab = D.mean(0, keepdims=True), np.zeros(len(D), np.intp)
+    wscale = (mx / np.float32(127)) ** 2                 # error in weight units = s^2 (u - c)^2
+    tabs = []
+    for c in range(C):
+        m = lab == c
+        if not m.any():
+            m = np.ones(len(D), bool)
+        wt = np.broadcast_to(wscale[m, None], (m.sum(), 32)) if Wg is None else Wg[m] * wscale[m, None]
+        tabs.append(_to_int8(_kmeans_1d(U[m].ravel(), np.asarray(wt, np.float64).ravel(), E), fmt))
+    tables = Tables(np.array(tabs), fmt)
+    errs = []
+    for _ in range(rounds):
+        d, ids, idx, err = encode(X, tables, Wg)
+        errs.append(float(err.sum()))
+        # centroid update with scales and assignment fixed: c = sum(w d x) / sum(w d^2) per (codebook, entry)
+        key = (ids.astype(np.intp)[:, None] * E + idx).ravel()
+        wt = np.ones_like(X) if Wg is None else Wg
+        num = np.bincount(key, (wt * d[:, None] * X).ravel().astype(np.float64), C * E)
+        den = np.bincount(key, (wt * (d * d)[:, None]).ravel().astype(np.float64), C * E)
+        old = tables.t.reshape(-1).astype(np.float64)
+        new = np.where(den > 0, num / np.maximum(den, 1e-30), old).reshape(C, E)
+        tables = Tables(np.array([_to_int8(np.sort(r), fmt) for r in new]), fmt)
+    d, ids, idx, err = encode(X, tables, Wg)
+    errs.append(float(err.sum()))
+    # descriptor centroid of each codebook's members, used to shortlist codebooks in the full pass
+    for c in range(C):
+        m = ids == c
+        if m.any():
+            cent[c] = D[m].mean(0)
+    return tables, cent.astype(np.float32), errs
+
+
+def _candidates(X, cent, k):
+    mx = _signed_absmax(X)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        U = np.where(mx[:, None] != 0, X / mx[:, None] * np.float32(127), 0).astype(np.float32)
+    D = np.sort(U, 1)
+    dist = -2 * D @ cent.T + (cent * cent).sum(1)[None]
+    return np.argpartition(dist, k - 1, axis=1)[:, :k] if k < len(cent) else None
+
+
+def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Optional[np.ndarray] = None,
+                    rounds: int = 3, sample: int = 16384, shortlist: int = 2, seed: int = 0,
+                    threads: Optional[int] = None, progress: Optional[Callable[[int], None]] = None,
+                    pool: Optional[ThreadPoolExecutor] = None) -> CodebookTensor:
+    """Learn C codebooks for a float [N, K] tensor and encode it. importance: per-input-column weights [K]
+    (mean squared activations), or None. shortlist: codebooks tried per group in the full pass (chosen by
+    distance of the group's sorted normalized values to each codebook's members; 0 = try all)."""
+    if fmt not in ENTRIES:
+        raise ValueError(f"unknown codebook format {fmt!r}; use cb4 or cb2")
+    if not isinstance(C, (int, np.integer)) or not 1 <= C <= 256:
+        raise ValueError(f"number of codebooks must be an integer in 1..256, got {C!r}")
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"weight must be 2-D [N, K], got shape {w.shape}")
+    if not np.issubdtype(w.dtype, np.floating):
+        raise TypeError(f"weight must be floating point, got {w.dtype}")
+    N, K = w.shape
+    if N < 1 or K < 32 or K % 32:
+        raise ValueError(f"weight shape [{N}, {K}]: K must be a positive multiple of 32")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("weight contains NaN or Inf")
+    X = np.ascontiguousarray(w, dtype=np.float32).reshape(-1, 32)
+    n, nb = len(X), K // 32
+    imp = _group_weights(importance, K)
+    rng = np.random.default_rng(seed)
+    sel = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
+    tables, cent, errs = learn_tables(X[sel], fmt, C, None if imp is None else imp[sel % nb], rounds, seed)
+
+    def job(a):
+        b = min(a + CHUNK, n)
+        x = X[a:b]
+        wg = None if imp is None else imp[np.arange(a, b) % nb]
+        cand = _candidates(x, cent, shortlist) if shortlist else None
+        res = encode(x, tables, wg, cand)
+        if progress:
+            progress(b - a)
+        return res
+
+    starts = range(0, n, CHUNK)
+    if pool is not None:
+        parts = list(pool.map(job, starts))
+    else:
+        with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as ex:
+            parts = list(ex.map(job, starts))
+    d = np.concatenate([p[0] for p in parts])
+    ids = np.concatenate([p[1] for p in parts])
+    idx = np.concatenate([p[2] for p in parts])
+    err = np.concatenate([p[3] for p in parts])
+    blocks = make_blocks(d, ids, idx, fmt).reshape(N, nb * BLOCK_BYTES[fmt])
+    usage = np.bincount(ids, minlength=C)
+    stats = {"sample_err_rounds": errs, "err": float(err.sum()), "usage": usage.tolist()}
+    return CodebookTensor(fmt, N, K, tables.stored, blocks, stats)
