@@ -1,0 +1,132 @@
+"""The real server on the embedded stories260K model: uvicorn on a free loopback port, the `openai` client,
+answers checked against lowbit's own generate() and against each request served alone."""
+import concurrent.futures as cf
+import json
+
+import pytest
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+from lowbit.api import load  # noqa: E402
+from lowbit.server import create_app  # noqa: E402
+from lowbit.server.lowbit_engine import LowbitEngine  # noqa: E402
+from lowbit.server.runner import BackgroundServer  # noqa: E402
+
+KEY = "sk-lowbit-test"
+CTX = 256
+HTTP = httpx.Client(timeout=60)
+PROMPTS = ["Once upon a time", "The little dog", "One day, a girl named Sue", "Tom and his friend",
+           "The sun was shining and", "In a small town there was", "Mom said", "The big red ball",
+           "Lily wanted to", "The cat sat", "There was a boy", "A bird flew", "Ben had a toy",
+           "It was a rainy day", "The old man", "She saw a"]
+
+
+@pytest.fixture(scope="module")
+def server():
+    engine = LowbitEngine.load(None, n_ctx=CTX, model_id="stories260K")
+    app = create_app(engine, api_key=KEY, max_queue=32, max_active=16)
+    with BackgroundServer(app) as srv:
+        yield srv, engine, app
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=server[0].url + "/v1", api_key=KEY, timeout=60, max_retries=0, http_client=HTTP)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """lowbit's own greedy generation, on a separately loaded copy of the model."""
+    llm = load(None, n_ctx=CTX)
+    return lambda prompt, n: llm.generate(prompt, max_tokens=n, temperature=0)
+
+
+def test_completion_matches_runtime_generate(client, server, reference):
+    r = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=40, temperature=0)
+    assert r.choices[0].text == reference("Once upon a time", 40)
+    assert len(r.choices[0].text) > 20
+    assert r.usage.prompt_tokens == len(server[1].encode("Once upon a time"))
+    assert 0 < r.usage.completion_tokens <= 40
+    assert r.choices[0].finish_reason in ("length", "stop")
+    assert r.usage.total_tokens == r.usage.prompt_tokens + r.usage.completion_tokens
+
+
+def test_stream_equals_nonstream(client):
+    kw = dict(model="stories260K", prompt="The little dog", max_tokens=30, temperature=0)
+    whole = client.completions.create(**kw)
+    chunks = list(client.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == whole.choices[0].text
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+
+def test_chat_stream_and_nonstream(client):
+    msgs = [{"role": "user", "content": "Once upon a time"}]
+    r = client.chat.completions.create(model="stories260K", messages=msgs, max_tokens=24, temperature=0)
+    text = r.choices[0].message.content
+    assert text and r.usage.completion_tokens > 0
+    s = client.chat.completions.create(model="stories260K", messages=msgs, max_tokens=24, temperature=0,
+                                       stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in s if c.choices) == text
+
+
+def test_sampling_params_and_seed(client):
+    kw = dict(model="stories260K", prompt="Once upon a time", max_tokens=24, temperature=1.0, top_p=0.9,
+              seed=1234, presence_penalty=0.5, frequency_penalty=0.5)
+    a = client.completions.create(**kw).choices[0].text
+    b = client.completions.create(**kw).choices[0].text
+    assert a == b  # same seed, same text
+    full = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=40,
+                                     temperature=0).choices[0].text
+    stop = full[10:14]
+    r = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=40, temperature=0,
+                                  stop=[stop])
+    assert r.choices[0].text == full[: full.index(stop)] and r.choices[0].finish_reason == "stop"
+
+
+def test_16_concurrent_streams_match_alone(client, server):
+    alone = {p: client.completions.create(model="stories260K", prompt=p, max_tokens=32,
+                                          temperature=0).choices[0].text for p in PROMPTS}
+
+    def stream(p):
+        s = client.completions.create(model="stories260K", prompt=p, max_tokens=32, temperature=0, stream=True)
+        return p, "".join(c.choices[0].text for c in s if c.choices)
+
+    with cf.ThreadPoolExecutor(len(PROMPTS)) as ex:
+        together = dict(ex.map(stream, PROMPTS, timeout=120))
+    assert together == alone
+    sched = server[2].state.server.sched
+    assert sched.batched and sched.stats["errors"] == 0
+
+
+def _post(srv, body, key=KEY, path="/v1/completions"):
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return HTTP.post(srv.url + path, content=data, headers={"Authorization": f"Bearer {key}",
+                                                            "Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("case", ["malformed", "unknown_model", "negative_max_tokens", "oversized_prompt",
+                                  "wrong_key"])
+def test_bad_requests_4xx_and_still_serving(server, client, case):
+    srv = server[0]
+    body = {"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 8}
+    key = KEY
+    if case == "malformed":
+        body = b'{"model": "stories260K", "prompt": '
+    elif case == "unknown_model":
+        body["model"] = "gpt-4"
+    elif case == "negative_max_tokens":
+        body["max_tokens"] = -1
+    elif case == "oversized_prompt":
+        body["prompt"] = "Once upon a time there was a dog. " * 200
+    else:
+        key = "sk-wrong"
+    r = _post(srv, body, key=key)
+    assert 400 <= r.status_code < 500, r.text
+    err = r.json()["error"]
+    assert err["message"] and err["type"]
+    expect = {"malformed": (400, "JSON"), "unknown_model": (404, "gpt-4"), "negative_max_tokens": (400, "max_tokens"),
+              "oversized_prompt": (400, "context length"), "wrong_key": (401, "API key")}[case]
+    assert r.status_code == expect[0] and expect[1] in err["message"]
+    ok = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=4, temperature=0)
+    assert ok.usage.completion_tokens > 0
