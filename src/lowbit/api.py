@@ -1,0 +1,180 @@
+"""Python API: load a model, generate or stream text, describe what loading did.
+
+    import lowbit
+    llm = lowbit.load()                                   # embedded stories260K
+    print(lowbit.generate(llm, "Once upon a time", max_tokens=64, temperature=0))
+    for piece in lowbit.stream_generate(llm, "Hello", max_tokens=32): print(piece, end="")
+"""
+from __future__ import annotations
+
+import gc
+import os
+import time
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+from .generate import GenStats, stream_text
+from .io import ModelFileError
+from .model.weights import RUNTIME_FORMATS
+from .registry import resolve
+from .sampling import Sampler, SamplerConfig
+
+
+def _rss_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def _trim_heap():
+    """Give freed dequantization scratch back to the OS (glibc keeps it otherwise)."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+class LLM:
+    """A loaded model + tokenizer. Not thread-safe: one generation at a time."""
+
+    def __init__(self, model, tokenizer, path, fmt, load_s, rss, rss_before=0):
+        self.model, self.tokenizer, self.path, self.format = model, tokenizer, Path(path), fmt
+        self.load_seconds, self.rss_after_load, self.rss_before_load = load_s, rss, rss_before
+        self.last_stats: Optional[GenStats] = None
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def encode_prompt(self, prompt: str, add_bos=None) -> list:
+        if not isinstance(prompt, str):
+            raise TypeError(f"prompt must be a string, got {type(prompt).__name__}")
+        if not prompt:
+            raise ValueError("empty prompt: give some text to continue (or use prompt_ids=[bos])")
+        return self.tokenizer.encode(prompt, add_bos=add_bos)
+
+    def stream(self, prompt: str = None, *, prompt_ids: Sequence[int] = None, max_tokens: int = 256,
+               stop: Sequence[str] = (), sampler=None, temperature: float = 0.8, top_k: int = 40,
+               top_p: float = 0.95, min_p: float = 0.05, repeat_penalty: float = 1.0, repeat_last_n: int = 64,
+               seed: Optional[int] = None, add_bos=None, parse_special: bool = False) -> Iterator[str]:
+        if prompt_ids is None:
+            if prompt is None:
+                raise ValueError("give a prompt or prompt_ids")
+            if parse_special:
+                if not prompt:
+                    raise ValueError("empty prompt")
+                prompt_ids = self.tokenizer.encode(prompt, add_bos=add_bos, parse_special=True)
+            else:
+                prompt_ids = self.encode_prompt(prompt, add_bos)
+        if sampler is None:
+            sampler = Sampler(SamplerConfig(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed))
+        self.last_stats = GenStats()
+        return stream_text(self.model, self.tokenizer, prompt_ids, sampler, max_tokens, stop, self.last_stats)
+
+    def generate(self, prompt: str = None, **kw) -> str:
+        return "".join(self.stream(prompt, **kw))
+
+    def chat_prompt(self, messages) -> str:
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+
+    def chat(self, messages, **kw) -> Iterator[str]:
+        """Stream the assistant's reply to a list of {"role", "content"} messages (the model's template)."""
+        kw.setdefault("add_bos", False)    # templates write BOS themselves when the model wants it
+        return self.stream(self.chat_prompt(messages), parse_special=True, **kw)
+
+    def describe(self) -> str:
+        m, c = self.model, self.config
+        lines = [f"model:      {self.path}",
+                 f"arch:       {c.arch} ({c.name}): {c.n_layer} layers, d={c.n_embd}, ff={c.n_ff}, heads "
+                 f"{c.n_head}/{c.n_head_kv} kv, vocab {c.vocab_size}, rope base {c.rope_base:g}, "
+                 f"{'tied' if c.tied_embeddings else 'separate'} output",
+                 f"context:    {m.n_ctx} (trained {c.n_ctx_train}); KV cache {m.cache.nbytes / 2**20:.1f} MiB "
+                 f"reserved, touched as it fills",
+                 f"format:     {self.format}",
+                 "tensors:"]
+        for name, src_t, shape, fmt, what in m.log:
+            lines.append(f"  {name:34s} {src_t:6s} {'x'.join(map(str, shape)):>12s} -> {fmt:6s} {what}")
+        wb = m.weight_bytes
+        lines.append(f"runtime weight bytes: {wb / 2**20:.2f} MiB")
+        added = self.rss_after_load - self.rss_before_load
+        lines.append(f"RSS after load:       {self.rss_after_load / 2**20:.2f} MiB = "
+                     f"{self.rss_after_load / wb:.2f} x weight bytes (the interpreter + libraries alone: "
+                     f"{self.rss_before_load / 2**20:.1f} MiB)")
+        lines.append(f"RSS added by loading: {added / 2**20:.2f} MiB = {added / wb:.2f} x weight bytes "
+                     f"(weights, tokenizer, buffers); load took {self.load_seconds:.2f} s")
+        return "\n".join(lines)
+
+
+def _open_source(path: Path):
+    if path.is_dir():
+        from .io.safetensors import SafetensorsSource
+        return SafetensorsSource(path)
+    from .io.gguf import GGUFSource
+    return GGUFSource(path)
+
+
+def _tokenizer_for(src, path: Path):
+    from .tokenizer import Tokenizer
+    if path.is_dir():
+        if not (path / "tokenizer.json").exists():
+            raise ModelFileError(f"{path}: missing tokenizer (no tokenizer.json in the directory)")
+        tok = Tokenizer.from_hf_dir(path)
+    else:
+        if "tokenizer.ggml.tokens" not in src.reader.fields:
+            raise ModelFileError(f"{path}: missing tokenizer (GGUF has no tokenizer.ggml.tokens)")
+        tok = Tokenizer.from_gguf(src.reader)
+    return tok
+
+
+def load(path=None, format: Optional[str] = None, n_ctx: Optional[int] = None, threads: Optional[int] = None,
+         n_batch: int = 64, pure: bool = False) -> LLM:
+    """Load a GGUF file, a HF safetensors directory, a known model name (see `lowbit pull`), or, with no path,
+    the embedded stories260K. format: q4_0 (default), iq4_nl, q8_0, f16 or f32; matrices whose K is not a
+    multiple of 32 always stay float32. With a 4-bit format, ffn_down and output matrices that must be
+    re-quantized (their file type is not already that format) stay q8_0 unless pure=True (model/weights.py)."""
+    from .model import LlamaModel
+    from . import ops
+    fmt = (format or "q4_0").lower()
+    if fmt not in RUNTIME_FORMATS:
+        raise ValueError(f"unknown runtime format {format!r}; choose one of {', '.join(RUNTIME_FORMATS)}")
+    if threads is not None:
+        ops.set_num_threads(threads)
+    p = resolve(path)
+    rss0 = _rss_bytes()
+    t0 = time.perf_counter()
+    src = _open_source(p)
+    try:
+        tok = _tokenizer_for(src, p)
+        model = LlamaModel(src, fmt, n_ctx=n_ctx, n_batch=n_batch, pure=pure)
+    finally:
+        src.close()              # drop the file mapping: what was read for packing leaves our RSS
+        del src
+    gc.collect()
+    _trim_heap()
+    return LLM(model, tok, p, fmt, time.perf_counter() - t0, _rss_bytes(), rss0)
+
+
+def _as_llm(model, **load_kw) -> LLM:
+    return model if isinstance(model, LLM) else load(model, **load_kw)
+
+
+def generate(model=None, prompt: str = None, **kw) -> str:
+    """Complete `prompt` with `model` (an LLM from load(), a path, a known name, or None for the embedded one)."""
+    return _as_llm(model).generate(prompt, **kw)
+
+
+def stream_generate(model=None, prompt: str = None, **kw) -> Iterator[str]:
+    """Like generate(), yielding text pieces as they are decoded."""
+    return _as_llm(model).stream(prompt, **kw)
+
+
+def describe_model(path=None, format: Optional[str] = None, print_=True) -> str:
+    """Load a model and report what happened to each tensor, weight bytes and RSS (`lowbit info MODEL`)."""
+    text = load(path, format=format).describe()
+    if print_:
+        print(text)
+    return text

@@ -1,0 +1,112 @@
+"""Open a GGUF with the `gguf` package (tensor data stays memory-mapped) and turn its metadata into a config."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from . import ModelFileError
+from .source import TensorSource
+
+SUPPORTED_ARCHS = ("llama",)    # Llama-family layout: q/k/v/o, gate/up/down, RMSNorm, normal RoPE
+# float types and the ggml block types gguf.quants can dequantize (or we repack directly)
+SUPPORTED_TYPES = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K",
+                   "Q6_K", "IQ4_NL", "IQ4_XS"}
+
+
+def open_reader(path):
+    import gguf
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ModelFileError(f"model file not found: {path}")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise ModelFileError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    try:
+        reader = gguf.GGUFReader(path, "r")
+    except Exception as e:  # the reader fails deep inside numpy on short files: say what it means
+        raise ModelFileError(f"{path}: truncated or corrupt GGUF ({type(e).__name__}: {e})") from None
+    size = os.path.getsize(path)
+    for t in reader.tensors:
+        if t.data_offset + t.n_bytes > size or t.data.nbytes != t.n_bytes:
+            raise ModelFileError(f"{path}: truncated GGUF: tensor {t.name} needs bytes up to "
+                                 f"{t.data_offset + t.n_bytes}, the file has {size}")
+    return reader
+
+
+def _field(reader, key, default=None):
+    f = reader.fields.get(key)
+    if f is None:
+        return default
+    v = f.contents()
+    return v
+
+
+def read_config(reader, path=""):
+    from ..model.config import LlamaConfig
+    arch = _field(reader, "general.architecture")
+    if arch is None:
+        raise ModelFileError(f"{path}: GGUF has no general.architecture")
+    if arch not in SUPPORTED_ARCHS:
+        raise ModelFileError(f"{path}: unsupported architecture {arch!r}; lowbit runs {', '.join(SUPPORTED_ARCHS)}")
+
+    def need(key):
+        v = _field(reader, f"{arch}.{key}")
+        if v is None:
+            raise ModelFileError(f"{path}: GGUF metadata lacks {arch}.{key}")
+        return v
+
+    n_embd = int(need("embedding_length"))
+    n_head = int(need("attention.head_count"))
+    head_dim = n_embd // n_head
+    rope_dim = int(_field(reader, f"{arch}.rope.dimension_count", head_dim))
+    if rope_dim != head_dim:
+        raise ModelFileError(f"{path}: partial rotary (rope dim {rope_dim} of head dim {head_dim}) is not supported")
+    emb = next((t for t in reader.tensors if t.name == "token_embd.weight"), None)
+    if emb is None:
+        raise ModelFileError(f"{path}: GGUF has no token_embd.weight tensor")
+    vocab = int(_field(reader, f"{arch}.vocab_size", int(emb.shape[1])))
+    return LlamaConfig(
+        arch=arch, name=str(_field(reader, "general.name", os.path.basename(str(path)))),
+        n_layer=int(need("block_count")), n_embd=n_embd, n_ff=int(need("feed_forward_length")),
+        n_head=n_head, n_head_kv=int(_field(reader, f"{arch}.attention.head_count_kv", n_head)),
+        n_ctx_train=int(_field(reader, f"{arch}.context_length", 2048)), vocab_size=vocab,
+        rms_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
+        rope_base=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
+        tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors))
+
+
+class GGUFSource(TensorSource):
+    """Tensors by GGUF name: (ggml type name, [N, K] shape, raw memmap bytes). Q/K already in GGUF rope order."""
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.reader = open_reader(self.path)
+        self.config = read_config(self.reader, self.path)
+        self._t = {t.name: t for t in self.reader.tensors}
+        for t in self.reader.tensors:
+            if t.tensor_type.name not in SUPPORTED_TYPES:
+                raise ModelFileError(f"{self.path}: tensor {t.name} has unsupported type {t.tensor_type.name} "
+                                     f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})")
+
+    def names(self):
+        return list(self._t)
+
+    def info(self, name):
+        t = self._t[name]
+        shape = tuple(int(s) for s in reversed(t.shape.tolist()))   # gguf lists ne0 (K) first
+        return t.tensor_type.name, shape
+
+    def raw(self, name):
+        return self._t[name].data
+
+    def file_rows(self, name):
+        """(offset, row_bytes) of a 2-D tensor's data in the file, for row lookups without the full mapping."""
+        t = self._t[name]
+        N = int(t.shape[-1])
+        return self.path, int(t.data_offset), N, int(t.n_bytes) // N
+
+    def close(self):
+        self._t = {}
+        self.reader = None

@@ -1,0 +1,255 @@
+"""Llama forward pass: RMSNorm, normal (adjacent-pair) RoPE, GQA attention over a KV cache, SwiGLU, optional tied
+output. Weights follow GGUF conventions (Q/K rows in GGUF's rope order; HF checkpoints are permuted at load).
+Prefill runs up to n_batch prompt rows per linear call (GEMM kernels); decode runs one row (GEMV). All activation
+buffers are allocated once per model; decode only makes numpy views of them."""
+from __future__ import annotations
+
+import numpy as np
+
+from .kv_cache import KVCache
+from .weights import EmbeddingRows, build_linear, load_vector
+
+
+DEFAULT_MAX_CTX = 4096     # default cache length cap (pages are only touched as the cache fills)
+
+
+class _Layer:
+    __slots__ = ("attn_norm", "ffn_norm", "wqkv", "wo", "wgu", "wdown")
+
+
+class LlamaModel:
+    def __init__(self, src, fmt: str = "q4_0", n_ctx: int | None = None, n_batch: int = 64, pure: bool = False):
+        cfg = src.config
+        cfg.validate(getattr(src, "path", ""))
+        self.config, self.format = cfg, fmt
+        self.log = []                 # (tensor, source type, shape, runtime format, what happened)
+        names = set(src.names())
+        self._require(names, ["token_embd.weight", "output_norm.weight"], src)
+        self.embed = EmbeddingRows(src, "token_embd.weight", self.log)
+        self.layers = []
+        for i in range(cfg.n_layer):
+            p = f"blk.{i}."
+            need = [p + s for s in ("attn_norm.weight", "ffn_norm.weight", "attn_q.weight", "attn_k.weight",
+                                    "attn_v.weight", "attn_output.weight", "ffn_gate.weight", "ffn_up.weight",
+                                    "ffn_down.weight")]
+            self._require(names, need, src)
+            L = _Layer()
+            L.attn_norm = load_vector(src, p + "attn_norm.weight", self.log)
+            L.ffn_norm = load_vector(src, p + "ffn_norm.weight", self.log)
+            L.wqkv = build_linear(src, [p + "attn_q.weight", p + "attn_k.weight", p + "attn_v.weight"], fmt, self.log)
+            L.wo = build_linear(src, [p + "attn_output.weight"], fmt, self.log)
+            L.wgu = build_linear(src, [p + "ffn_gate.weight", p + "ffn_up.weight"], fmt, self.log)
+            L.wdown = build_linear(src, [p + "ffn_down.weight"], fmt, self.log, not pure)
+            self.layers.append(L)
+        self.output_norm = load_vector(src, "output_norm.weight", self.log)
+        out_name = "token_embd.weight" if cfg.tied_embeddings else "output.weight"
+        self.output = build_linear(src, [out_name], fmt, self.log, not pure)
+        if cfg.tied_embeddings:
+            self.log[-1] = ("output (tied: token_embd.weight)",) + self.log[-1][1:]
+        self._check_shapes(src)
+        self.n_ctx = min(cfg.n_ctx_train, DEFAULT_MAX_CTX) if n_ctx is None else int(n_ctx)
+        if self.n_ctx < 1:
+            raise ValueError(f"n_ctx must be positive, got {n_ctx}")
+        self.n_batch = max(1, int(n_batch))
+        self.cache = KVCache(cfg.n_layer, cfg.n_head_kv, self.n_ctx, cfg.head_dim)
+        self._rope_table()
+        self._alloc()
+
+    @staticmethod
+    def _require(names, need, src):
+        from ..io import ModelFileError
+        missing = [n for n in need if n not in names]
+        if missing:
+            raise ModelFileError(f"{getattr(src, 'path', '')}: missing tensor(s) {', '.join(missing)}")
+
+    def _check_shapes(self, src):
+        from ..io import ModelFileError
+        c, hd = self.config, self.config.head_dim
+        want = {"wqkv": ((c.n_head + 2 * c.n_head_kv) * hd, c.n_embd), "wo": (c.n_embd, c.n_head * hd),
+                "wgu": (2 * c.n_ff, c.n_embd), "wdown": (c.n_embd, c.n_ff)}
+        for i, L in enumerate(self.layers):
+            for k, (N, K) in want.items():
+                w = getattr(L, k)
+                if (w.N, w.K) != (N, K):
+                    raise ModelFileError(f"{getattr(src, 'path', '')}: layer {i} {k} has shape [{w.N}, {w.K}], "
+                                         f"the config implies [{N}, {K}]")
+        if (self.output.N, self.output.K) != (c.vocab_size, c.n_embd) or self.embed.dim != c.n_embd:
+            raise ModelFileError(f"{getattr(src, 'path', '')}: output/embedding shapes do not match the config")
+
+    # -- setup -------------------------------------------------------------------------------------------------
+    def _rope_table(self):
+        c = self.config
+        hd = c.head_dim
+        inv = c.rope_base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
+        ang = np.arange(self.n_ctx, dtype=np.float64)[:, None] * inv[None, :]
+        self.rot = np.exp(1j * ang).astype(np.complex64)          # [n_ctx, hd/2]: (x0 + i x1) * e^{i theta}
+
+    def _alloc(self):
+        c, B = self.config, self.n_batch
+        hd = c.head_dim
+        self.nq, self.nkv = c.n_head * hd, c.n_head_kv * hd
+        f32 = np.float32
+        self.x = np.zeros((B, c.n_embd), f32)
+        self.h = np.zeros((B, c.n_embd), f32)
+        self.qkv = np.zeros((B, self.nq + 2 * self.nkv), f32)
+        self.attn = np.zeros((B, self.nq), f32)
+        self.o = np.zeros((B, c.n_embd), f32)
+        self.gu = np.zeros((B, 2 * c.n_ff), f32)
+        self.ff = np.zeros((B, c.n_ff), f32)
+        self.logits = np.zeros((1, c.vocab_size), f32)
+        self.scores = np.zeros((c.n_head_kv, c.n_head // c.n_head_kv, self.n_ctx), f32)
+        self.ssum = np.zeros((c.n_head_kv, c.n_head // c.n_head_kv, 1), f32)
+        self.rowsq = np.zeros((B, 1), f32)
+        G = c.n_head // c.n_head_kv
+        # decode (M = 1) views, made once
+        self.d = dict(x=self.x[:1], h=self.h[:1], qkv=self.qkv[:1], attn=self.attn[:1], o=self.o[:1],
+                      gu=self.gu[:1], ff=self.ff[:1], rowsq=self.rowsq[:1],
+                      qk=self.qkv[0, : self.nq + self.nkv].view(np.complex64).reshape(c.n_head + c.n_head_kv, hd // 2),
+                      q=self.qkv[0, : self.nq].reshape(c.n_head_kv, G, hd),
+                      k=self.qkv[0, self.nq: self.nq + self.nkv].reshape(c.n_head_kv, hd),
+                      v=self.qkv[0, self.nq + self.nkv:].reshape(c.n_head_kv, hd),
+                      attn3=self.attn[0].reshape(c.n_head_kv, G, hd),
+                      g=self.gu[:1, : c.n_ff], u=self.gu[:1, c.n_ff:])
+        self.scale = np.float32(1.0 / np.sqrt(hd))
+
+    @property
+    def weight_bytes(self) -> int:
+        ws = [self.output] + [w for L in self.layers for w in (L.wqkv, L.wo, L.wgu, L.wdown)]
+        return int(sum(w.nbytes for w in ws) + sum(L.attn_norm.nbytes + L.ffn_norm.nbytes for L in self.layers))
+
+    # -- forward -----------------------------------------------------------------------------------------------
+    def _rmsnorm(self, x, w, out, rowsq):
+        np.einsum("ij,ij->i", x, x, out=rowsq[:, 0])
+        rowsq *= np.float32(1.0 / x.shape[1])
+        rowsq += np.float32(self.config.rms_eps)
+        np.sqrt(rowsq, out=rowsq)
+        np.divide(x, rowsq, out=out)
+        out *= w
+        return out
+
+    def prefill(self, tokens, all_logits=False):
+        """Run tokens through the model at positions cache.pos...; return logits of the last token (or of all
+        tokens, [n, vocab], when all_logits)."""
+        tokens = list(tokens)
+        if not tokens:
+            raise ValueError("no tokens to evaluate")
+        if self.cache.pos + len(tokens) > self.n_ctx:
+            raise ContextFullError(self.cache.pos, len(tokens), self.n_ctx)
+        outs = []
+        for s in range(0, len(tokens), self.n_batch):
+            chunk = tokens[s: s + self.n_batch]
+            if len(chunk) == 1:
+                lg = self.decode(chunk[0])
+            else:
+                lg = self._batch(chunk, all_logits)
+            if all_logits or s + self.n_batch >= len(tokens):
+                outs.append(lg.copy())
+        return np.concatenate(outs, 0) if all_logits else outs[-1][-1]
+
+    def _batch(self, toks, all_logits):
+        c, M = self.config, len(toks)
+        hd, Hkv = c.head_dim, c.n_head_kv
+        G = c.n_head // Hkv
+        p0 = self.cache.pos
+        T = p0 + M
+        x, h, qkv, attn, o, gu, ff, rowsq = (a[:M] for a in (self.x, self.h, self.qkv, self.attn, self.o, self.gu,
+                                                              self.ff, self.rowsq))
+        self.embed.lookup(toks, x)
+        rot = self.rot[p0:T, None, :]
+        mask = np.triu(np.full((M, T), -np.inf, np.float32), k=p0 + 1)      # key j > query position -> masked
+        for li, L in enumerate(self.layers):
+            self._rmsnorm(x, L.attn_norm, h, rowsq)
+            L.wqkv(h, qkv)
+            qk = qkv[:, : self.nq + self.nkv].view(np.complex64).reshape(M, c.n_head + Hkv, hd // 2)
+            qk *= rot
+            kc, vc = self.cache.k[li], self.cache.v[li]
+            kc[:, p0:T] = qkv[:, self.nq: self.nq + self.nkv].reshape(M, Hkv, hd).transpose(1, 0, 2)
+            vc[:, p0:T] = qkv[:, self.nq + self.nkv:].reshape(M, Hkv, hd).transpose(1, 0, 2)
+            q = qkv[:, : self.nq].reshape(M, Hkv, G, hd).transpose(1, 2, 0, 3)        # [Hkv, G, M, hd]
+            s = np.matmul(q, kc[:, None, :T].transpose(0, 1, 3, 2))                 # [Hkv, G, M, T]
+            s *= self.scale
+            s += mask
+            s -= s.max(-1, keepdims=True)
+            np.exp(s, out=s)
+            s /= s.sum(-1, keepdims=True)
+            a = np.matmul(s, vc[:, None, :T])                                        # [Hkv, G, M, hd]
+            attn[:] = a.transpose(2, 0, 1, 3).reshape(M, self.nq)
+            L.wo(attn, o)
+            x += o
+            self._rmsnorm(x, L.ffn_norm, h, rowsq)
+            self._mlp(L, h, gu, ff, o)
+            x += o
+        self.cache.pos = T
+        if all_logits:
+            self._rmsnorm(x, self.output_norm, h, rowsq)
+            out = np.empty((M, c.vocab_size), np.float32)
+            self.output(h, out)
+            return out
+        hl = h[:1]
+        self._rmsnorm(x[M - 1: M], self.output_norm, hl, rowsq[:1])
+        return self.output(hl, self.logits)
+
+    def _mlp(self, L, h, gu, ff, out):
+        L.wgu(h, gu)
+        n = self.config.n_ff
+        g, u = gu[:, :n], gu[:, n:]
+        np.negative(g, out=ff)
+        np.exp(ff, out=ff)
+        ff += 1.0
+        np.divide(g, ff, out=ff)          # silu(g) = g / (1 + e^-g)
+        ff *= u
+        L.wdown(ff, out)
+
+    def decode(self, token):
+        """One token at position cache.pos (GEMV path); returns logits [1, vocab] (a reused buffer)."""
+        pos = self.cache.pos
+        if pos >= self.n_ctx:
+            raise ContextFullError(pos, 1, self.n_ctx)
+        d, T = self.d, pos + 1
+        x, h, qkv, attn, o, rowsq = d["x"], d["h"], d["qkv"], d["attn"], d["o"], d["rowsq"]
+        qk, q, k, v, attn3 = d["qk"], d["q"], d["k"], d["v"], d["attn3"]
+        gu, ff, g, u = d["gu"], d["ff"], d["g"], d["u"]
+        self.embed.lookup((token,), x)
+        rot = self.rot[pos]
+        sc = self.scores[:, :, :T]
+        ssum = self.ssum
+        scale = self.scale
+        norm = self._rmsnorm
+        for li, L in enumerate(self.layers):
+            norm(x, L.attn_norm, h, rowsq)
+            L.wqkv(h, qkv)
+            qk *= rot
+            kc, vc = self.cache.k[li], self.cache.v[li]
+            kc[:, pos] = k
+            vc[:, pos] = v
+            np.matmul(q, kc[:, :T].transpose(0, 2, 1), out=sc)                     # [Hkv, G, T]
+            sc *= scale
+            sc -= sc.max(-1, keepdims=True)
+            np.exp(sc, out=sc)
+            np.sum(sc, -1, keepdims=True, out=ssum)
+            sc /= ssum
+            np.matmul(sc, vc[:, :T], out=attn3)
+            L.wo(attn, o)
+            x += o
+            norm(x, L.ffn_norm, h, rowsq)
+            L.wgu(h, gu)
+            np.negative(g, out=ff)
+            np.exp(ff, out=ff)
+            ff += 1.0
+            np.divide(g, ff, out=ff)
+            ff *= u
+            L.wdown(ff, o)
+            x += o
+        self.cache.pos = T
+        norm(x, self.output_norm, h, rowsq)
+        return self.output(h, self.logits)
+
+    def reset(self):
+        self.cache.reset()
+
+
+class ContextFullError(ValueError):
+    def __init__(self, pos, n, n_ctx, msg=None):
+        super().__init__(msg or f"context full: {pos} tokens in the cache + {n} new > n_ctx={n_ctx} "
+                                f"(shorten the prompt or load with a larger n_ctx)")
+        self.pos, self.n, self.n_ctx = pos, n, n_ctx

@@ -1,0 +1,109 @@
+"""Source tensors -> runtime weights. Q4_0/IQ4_NL/Q8_0 blocks matching the runtime format are repacked as they
+are; other types are dequantized (gguf.quants) and quantized by the numpy reference quantizers. Matrices whose
+K is not a multiple of 32 (no block format fits) stay float32 and use numpy matmul."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import ops
+from ..formats import get_format
+from ..io.source import dequantize
+
+BLOCK_FORMATS = ("q4_0", "iq4_nl", "q8_0")
+FLOAT_FORMATS = ("f32", "f16")
+RUNTIME_FORMATS = BLOCK_FORMATS + FLOAT_FORMATS
+
+
+class PackedLinear:
+    def __init__(self, pw: ops.PackedWeight):
+        self.pw, self.N, self.K = pw, pw.N, pw.K
+        self.nbytes = pw.nbytes
+        self._idx, self._data, self._aux = pw.kernel["index"], pw.data, pw.aux
+
+    def __call__(self, x, out):
+        # x, out are C-contiguous float32 [M, K] / [M, N] buffers owned by the model (checked once, at allocation)
+        ops._core.linear(self._idx, self.K, self.N, self._data, self._aux, x, x.shape[0], out)
+        return out
+
+
+class FloatLinear:
+    def __init__(self, w: np.ndarray):
+        self.w = w                    # [N, K] float32 or float16
+        self.N, self.K = w.shape
+        self.nbytes = w.nbytes
+        self._wt = w.T
+
+    def __call__(self, x, out):
+        if self.w.dtype == np.float32:
+            np.matmul(x, self._wt, out=out)
+        else:                         # f16 storage: upcast per call (a reference mode, not a fast one)
+            np.matmul(x, self._wt.astype(np.float32), out=out)
+        return out
+
+
+def _blocks_for(src, name, fmt):
+    """One source matrix -> (plain fmt blocks uint8 [N, K/32*bb], what happened)."""
+    tname, (N, K) = src.info(name)
+    f = get_format(fmt)
+    if tname == fmt.upper():
+        return np.asarray(src.raw(name)).reshape(N, -1), f"{tname} blocks repacked as-is"
+    w = dequantize(src.raw(name), tname, (N, K))
+    return f.quantize(w.reshape(-1, 32)).reshape(N, -1), f"{tname} dequantized -> {fmt}"
+
+
+def keep_q8(src, names, fmt, sensitive):
+    """ffn_down and the output matrix lose the most when re-quantized to 4 bits (from Q4_1, Q8_0, F16...):
+    SmolLM2-135M from its Q4_1 file answers "Paris" in F32 and with these two at q8_0, and not with them at
+    q4_0 (llama.cpp's Q4_K_M keeps such tensors wider for the same reason). Tensors already stored in the 4-bit
+    runtime format are repacked as they are, never widened."""
+    return (sensitive and fmt in ("q4_0", "iq4_nl") and any(src.info(n)[0] != fmt.upper() for n in names))
+
+
+def build_linear(src, names, fmt, log, sensitive=False):
+    """Fuse the [N_i, K] matrices `names` along N into one runtime weight; log one line per source tensor."""
+    shapes = [src.info(n)[1] for n in names]
+    K = shapes[0][1]
+    fmt0 = fmt
+    if K % 32 == 0 and keep_q8(src, names, fmt, sensitive):
+        fmt = "q8_0"
+    if fmt in BLOCK_FORMATS and K % 32 == 0:
+        parts = []
+        for n in names:
+            b, what = _blocks_for(src, n, fmt)
+            parts.append(b)
+            log.append((n, src.info(n)[0], src.info(n)[1], fmt,
+                        what + (" (kept at 8 bits: sensitive; --pure for 4)" if fmt != fmt0 else "")))
+        blocks = parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0)
+        N = blocks.shape[0]
+        return PackedLinear(ops.PackedWeight.from_blocks(blocks, fmt, N, K))
+    dt = np.float16 if fmt == "f16" else np.float32
+    ws = []
+    for n in names:
+        tname, shape = src.info(n)
+        ws.append(dequantize(src.raw(n), tname, shape).astype(dt))
+        why = f"K={K} not a multiple of 32: float32 fallback" if fmt in BLOCK_FORMATS else f"{tname} -> {fmt}"
+        log.append((n, tname, shape, "f32" if fmt in BLOCK_FORMATS else fmt, why))
+    return FloatLinear(np.ascontiguousarray(ws[0] if len(ws) == 1 else np.concatenate(ws, axis=0)))
+
+
+def load_vector(src, name, log):
+    tname, shape = src.info(name)
+    log.append((name, tname, shape, "f32", "norm weight, float32"))
+    return np.array(dequantize(src.raw(name), tname, shape), dtype=np.float32)   # a copy: no view of the mapping
+
+
+class EmbeddingRows:
+    """Token embedding lookup that reads only the requested rows: a private memmap of just this tensor, so
+    building the (tied) output matrix from the reader's mapping does not leave the whole table resident."""
+
+    def __init__(self, src, name, log):
+        self.type_name, (self.n_rows, self.dim) = src.info(name)
+        path, offset, n_rows, row_bytes = src.file_rows(name)
+        self.rows = np.memmap(path, dtype=np.uint8, mode="r", offset=offset, shape=(n_rows, row_bytes))
+        log.append((name, self.type_name, (self.n_rows, self.dim), self.type_name,
+                    "embedding rows read from the mapped file on lookup"))
+
+    def lookup(self, ids, out):
+        for i, t in enumerate(ids):
+            out[i] = dequantize(self.rows[t], self.type_name, (self.dim,))
+        return out
