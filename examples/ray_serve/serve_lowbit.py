@@ -27,7 +27,16 @@ class LowbitReplica:
     def __serve_build_asgi_app__(self):
         # Built on the replica after __init__: the app owns a worker thread, which can't be pickled.
         from lowbit.server import create_app
-        return create_app(self.engine, api_key=self.api_key, max_active=self.parallel)
+        app = create_app(self.engine, api_key=self.api_key, max_active=self.parallel)
+        replica = serve.get_replica_context().replica_id.unique_id
+
+        async def tagged(scope, receive, send):  # say which replica answered (to see the load spread)
+            async def send_tagged(msg):
+                if msg["type"] == "http.response.start":
+                    msg["headers"] = list(msg.get("headers", [])) + [(b"x-lowbit-replica", replica.encode())]
+                await send(msg)
+            await app(scope, receive, send_tagged if scope["type"] == "http" else send)
+        return tagged
 
 
 def smoke(url, api_key, model_id, n):
@@ -39,18 +48,20 @@ def smoke(url, api_key, model_id, n):
     def one(i):
         t0 = time.perf_counter()
         msgs = [{"role": "user", "content": f"Tell me a story about a {['cat', 'dog', 'bird', 'fish'][i % 4]}."}]
+        kw = dict(model=model_id, messages=msgs, max_tokens=48, temperature=0)
         if i % 2:
-            text = "".join(ch.choices[0].delta.content or "" for ch in c.chat.completions.create(
-                model=model_id, messages=msgs, max_tokens=48, temperature=0, stream=True) if ch.choices)
+            with c.chat.completions.with_streaming_response.create(stream=True, **kw) as r:
+                replica = r.headers.get("x-lowbit-replica")
+                text = "".join(ch.choices[0].delta.content or "" for ch in r.parse() if ch.choices)
         else:
-            text = c.chat.completions.create(model=model_id, messages=msgs, max_tokens=48,
-                                             temperature=0).choices[0].message.content
-        return i, time.perf_counter() - t0, text
+            r = c.chat.completions.with_raw_response.create(**kw)
+            replica, text = r.headers.get("x-lowbit-replica"), r.parse().choices[0].message.content
+        return i, time.perf_counter() - t0, replica, text
 
     t0 = time.perf_counter()
     with cf.ThreadPoolExecutor(n) as ex:
-        for i, dt, text in ex.map(one, range(n)):
-            print(f"  request {i} ({'stream' if i % 2 else 'plain '}) {dt:5.2f} s: {text[:70]!r}")
+        for i, dt, replica, text in ex.map(one, range(n)):
+            print(f"  request {i} ({'stream' if i % 2 else 'plain '}) replica {replica} {dt:5.2f} s: {text[:60]!r}")
     print(f"{n} requests in {time.perf_counter() - t0:.2f} s")
 
 
