@@ -33,6 +33,7 @@ static struct {
     lb_task_fn fn;
     void *ctx;
     int stop;
+    int start_gen;                      /* generation when the workers were created */
 } P = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, {0}, 1};
 
 static void run_tasks(int thread) {
@@ -41,7 +42,9 @@ static void run_tasks(int thread) {
 }
 
 static void *worker(void *arg) {
-    int id = (int)(long)arg, seen = atomic_load(&P.generation);
+    /* start from the generation current when the pool was built, not when this thread first runs: a job
+     * published before the thread gets scheduled must still be seen (else the caller waits forever) */
+    int id = (int)(long)arg, seen = P.start_gen;
     for (;;) {
         long long t0 = now_ns();
         int spins = 0;
@@ -78,6 +81,7 @@ int lb_pool_set_threads(int n) {
     if (n > LB_MAX_THREADS) n = LB_MAX_THREADS;
     pthread_mutex_lock(&P.call_lock);
     stop_workers();
+    P.start_gen = atomic_load(&P.generation);
     int ok = 0;
     for (int i = 1; i < n; i++) {
         if (pthread_create(&P.tid[i], NULL, worker, (void *)(long)i) != 0) { ok = -1; break; }
