@@ -91,7 +91,26 @@ class Peer:
         self.close()
 
 
+def quantize(src: str, dst: str, ftype: str = "Q4_K_M", threads: int = 0) -> str:
+    """llama.cpp's own quantizer (llama_model_quantize) on a GGUF, e.g. F16 -> Q4_K_M, in the peer's python."""
+    r = subprocess.run([peer_python(), os.path.abspath(__file__), "--quantize", str(src), str(dst), ftype,
+                        str(threads)], capture_output=True, text=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"llama.cpp quantize {src} -> {ftype} failed: {r.stderr.strip()[-2000:]}")
+    return dst
+
+
 # ---------------------------------------------------------------- worker side (runs in the peer venv)
+
+def _quantize_main(src, dst, ftype, threads):
+    import llama_cpp
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}")
+    params.nthread = int(threads)
+    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params)
+    if rc != 0:
+        raise SystemExit(f"llama_model_quantize returned {rc}")
+
 
 def _worker():
     import numpy as np
@@ -149,5 +168,8 @@ def _worker():
             break
 
 
-if __name__ == "__main__" and "--worker" in sys.argv:
-    _worker()
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        _worker()
+    elif sys.argv[1:2] == ["--quantize"]:
+        _quantize_main(*sys.argv[2:6])
