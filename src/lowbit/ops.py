@@ -135,6 +135,17 @@ def pack_weight(w: np.ndarray, fmt: str = "q4_0", kernel: Optional[str] = None) 
     return PackedWeight.from_blocks(blocks.reshape(N, -1), fmt, N, K, kernel)
 
 
+def _check_packed(w: PackedWeight) -> None:
+    """A hand-built or edited PackedWeight must still match its kernel: the C side trusts the layout."""
+    k = w.kernel
+    if k["format"] != w.fmt:
+        raise ValueError(f"PackedWeight is {w.fmt} but carries kernel {k['name']} for {k['format']}")
+    need = -(-w.N // k["R"]) * (w.K // 32) * k["sb_bytes"]
+    if not isinstance(w.data, np.ndarray) or w.data.dtype != np.uint8 or w.data.nbytes != need:
+        raise ValueError(f"PackedWeight data must be {need} uint8 bytes for {k['name']} [{w.N}, {w.K}], got "
+                         f"{getattr(w.data, 'nbytes', '?')} bytes of {getattr(w.data, 'dtype', type(w.data))}")
+
+
 def _check_x(x: np.ndarray, K: int) -> np.ndarray:
     if not isinstance(x, np.ndarray):
         raise TypeError(f"activations must be a numpy array, got {type(x).__name__}")
@@ -153,6 +164,7 @@ def linear(x: np.ndarray, w: PackedWeight, out: Optional[np.ndarray] = None) -> 
     """y[M, N] = x[M, K] @ W[N, K]^T with float32 in and out; activations are quantized to Q8_0 per call."""
     if not isinstance(w, PackedWeight):
         raise TypeError(f"weight must be a PackedWeight, got {type(w).__name__}")
+    _check_packed(w)
     x = _check_x(x, w.K)
     M = 1 if x.ndim == 1 else x.shape[0]
     shape = (w.N,) if x.ndim == 1 else (M, w.N)
