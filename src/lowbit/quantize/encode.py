@@ -53,12 +53,21 @@ def fit_one(x, w, mx, tabs: Tables, c: int, refits: int = 2):
     return d, qi, err
 
 
-def encode(x, tabs: Tables, w=None, candidates=None, refits: int = 2):
-    """Best codebook per group (least weighted squared error after the refit), trying every codebook or only
-    candidates [n, k]. Returns (d [n], id uint8 [n], idx uint8 [n, 32], err [n])."""
+def shortlist(x, tabs: Tables, w, mx, k: int):
+    """The k codebooks with the least error after one nearest assignment at the start scale (no refit)."""
+    errs = np.stack([fit_one(x, w, mx, tabs, c, refits=0)[2] for c in range(tabs.C)], 1)
+    return np.argpartition(errs, k - 1, axis=1)[:, :k]
+
+
+def encode(x, tabs: Tables, w=None, candidates=None, refits: int = 2, short: int = 0):
+    """Best codebook per group (least weighted squared error after the refit), trying every codebook, only
+    candidates [n, k], or (short > 0) the `short` best after a cheap no-refit pass over all codebooks.
+    Returns (d [n], id uint8 [n], idx uint8 [n, 32], err [n])."""
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 32)
     n = len(x)
     mx = np.take_along_axis(x, np.abs(x).argmax(-1)[:, None], -1)[:, 0]
+    if candidates is None and 0 < short < tabs.C:
+        candidates = shortlist(x, tabs, w, mx, short)
     best_err = np.full(n, np.inf, np.float32)
     best_d = np.zeros(n, np.float32)
     best_id = np.zeros(n, np.uint8)

@@ -2,8 +2,8 @@
 scale the groups, cluster groups by the shape of their value distribution, 1-D k-means per cluster for int8
 centroids, per-group codebook choice with a least-squares scale refit, a few alternating rounds.
 
-Learning runs on a random sample of groups (the tables are C x E numbers; a sample of 16k groups pins them
-down, docs/codebooks.md); the final encoding of all groups runs chunked on a thread pool."""
+Learning runs on a random sample of groups (the tables are C x E numbers; 4096 groups pin them down as well
+as 16384, docs/codebooks.md); the final encoding of all groups runs chunked on a thread pool."""
 from __future__ import annotations
 
 import os
@@ -52,7 +52,7 @@ def _signed_absmax(x):
 
 
 def _kmeans(D, C, rng, iters=15):
-    """Plain k-means (k-means++ seeding) on descriptor rows D [S, 32]; returns (centroids, labels)."""
+    """Plain k-means (k-means++ seeding) on descriptor rows D [S, 32]; returns the labels."""
     S = len(D)
     cent = [D[rng.integers(S)]]
     d2 = ((D - cent[0]) ** 2).sum(1)
@@ -69,7 +69,7 @@ def _kmeans(D, C, rng, iters=15):
             if m.any():
                 cent[c] = D[m].mean(0)
     dist = (D * D).sum(1)[:, None] - 2 * D @ cent.T + (cent * cent).sum(1)[None]
-    return cent, dist.argmin(1)
+    return dist.argmin(1)
 
 
 def _kmeans_1d(u, wt, E, iters=25):
@@ -119,7 +119,7 @@ def _group_weights(imp, K):
 
 def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0):
     """Learn int8 tables [C, E] from sample groups X [S, 32] (optional weights Wg [S, 32]).
-    Returns (Tables, descriptor centroids [C, 32], per-round sample errors)."""
+    Returns (Tables, per-round sample errors)."""
     E = ENTRIES[fmt]
     rng = np.random.default_rng(seed)
     mx = _signed_absmax(X)
@@ -127,13 +127,13 @@ def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0):
     X, mx = X[keep], mx[keep]
     Wg = None if Wg is None else Wg[keep]
     if len(X) == 0:
-        return Tables(np.tile(_to_int8(np.linspace(-1, 1, E), fmt), (C, 1)), fmt), np.zeros((C, 32), np.float32), []
+        return Tables(np.tile(_to_int8(np.linspace(-1, 1, E), fmt), (C, 1)), fmt), []
     U = X / mx[:, None] * np.float32(127)                # canonical: the signed absmax maps to +127
     D = np.sort(U, 1)                                    # descriptor: the group's sorted normalized values
     if C > 1:
-        cent, lab = _kmeans(D, C, rng)
+        lab = _kmeans(D, C, rng)
     else:
-        cent, lab = D.mean(0, keepdims=True), np.zeros(len(D), np.intp)
+        lab = np.zeros(len(D), np.intp)
     wscale = (mx / np.float32(127)) ** 2                 # error in weight units = s^2 (u - c)^2
     tabs = []
     for c in range(C):
@@ -157,30 +157,16 @@ def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0):
         tables = Tables(np.array([_to_int8(np.sort(r), fmt) for r in new]), fmt)
     d, ids, idx, err = encode(X, tables, Wg)
     errs.append(float(err.sum()))
-    # descriptor centroid of each codebook's members, used to shortlist codebooks in the full pass
-    for c in range(C):
-        m = ids == c
-        if m.any():
-            cent[c] = D[m].mean(0)
-    return tables, cent.astype(np.float32), errs
-
-
-def _candidates(X, cent, k):
-    mx = _signed_absmax(X)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        U = np.where(mx[:, None] != 0, X / mx[:, None] * np.float32(127), 0).astype(np.float32)
-    D = np.sort(U, 1)
-    dist = -2 * D @ cent.T + (cent * cent).sum(1)[None]
-    return np.argpartition(dist, k - 1, axis=1)[:, :k] if k < len(cent) else None
+    return tables, errs
 
 
 def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Optional[np.ndarray] = None,
-                    rounds: int = 3, sample: int = 16384, shortlist: int = 2, seed: int = 0,
+                    rounds: int = 4, sample: int = 4096, shortlist: int = 2, seed: int = 0,
                     threads: Optional[int] = None, progress: Optional[Callable[[int], None]] = None,
                     pool: Optional[ThreadPoolExecutor] = None) -> CodebookTensor:
     """Learn C codebooks for a float [N, K] tensor and encode it. importance: per-input-column weights [K]
-    (mean squared activations), or None. shortlist: codebooks tried per group in the full pass (chosen by
-    distance of the group's sorted normalized values to each codebook's members; 0 = try all)."""
+    (mean squared activations), or None. shortlist: codebooks fully fitted per group in the final pass, the
+    best after one no-refit assignment with each codebook (0 = fit all). Defaults: docs/codebooks.md."""
     if fmt not in ENTRIES:
         raise ValueError(f"unknown codebook format {fmt!r}; use cb4 or cb2")
     if not isinstance(C, (int, np.integer)) or not 1 <= C <= 256:
@@ -200,14 +186,13 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
     imp = _group_weights(importance, K)
     rng = np.random.default_rng(seed)
     sel = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
-    tables, cent, errs = learn_tables(X[sel], fmt, C, None if imp is None else imp[sel % nb], rounds, seed)
+    tables, errs = learn_tables(X[sel], fmt, C, None if imp is None else imp[sel % nb], rounds, seed)
 
     def job(a):
         b = min(a + CHUNK, n)
         x = X[a:b]
         wg = None if imp is None else imp[np.arange(a, b) % nb]
-        cand = _candidates(x, cent, shortlist) if shortlist else None
-        res = encode(x, tables, wg, cand)
+        res = encode(x, tables, wg, short=shortlist)
         if progress:
             progress(b - a)
         return res
