@@ -12,6 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from ..model.kv_cache import KVCache
+from ..model.weights import PackedLinear
 from ..sampling import Sampler, SamplerConfig
 from .engine import SamplingParams
 
@@ -66,12 +67,11 @@ class LowbitEngine:
         return self.tokenizer.encode(text) if text else []
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
-        try:
-            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
-        except LookupError:  # no template in the model file (e.g. stories260K): plain concatenation
-            text = "\n".join(m["content"] for m in messages) + "\n"
-            return self.tokenizer.encode(text)
-        return self.tokenizer.encode(text, add_bos=False, parse_special=True)
+        if not self.tokenizer.chat_template:
+            # no template in the model file (e.g. stories260K, a base model): the contents, one per line
+            return self.tokenizer.encode("\n".join(m["content"] for m in messages))
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)  # ValueError -> 400
+        return self.tokenizer.encode(text, add_bos=False, parse_special=True)  # templates write BOS themselves
 
     # -- one sequence at a time (the round-robin path) ---------------------------------------------------------
     def _on(self, cache: KVCache) -> None:
@@ -120,6 +120,17 @@ class LowbitEngine:
             yield None, tail
 
 
+def _rows(w, x, out):
+    """x[M, K] @ w -> out. Packed (quantized) weights: one GEMM call; every row comes out bit-identical to a
+    lone GEMV, so batching never changes a greedy answer. Float weights (BLAS) can round differently with M, so
+    they go row by row, exactly as a lone decode does."""
+    if isinstance(w, PackedLinear):
+        return w(x, out)
+    for i in range(x.shape[0]):
+        w(x[i: i + 1], out[i: i + 1])
+    return out
+
+
 def decode_batch(m, caches: list[KVCache], toks: list[int]) -> np.ndarray:
     """One decode step for M independent sequences: the linear layers see M rows (GEMM kernels, weights read
     once per step instead of M times); RoPE and attention use each sequence's own position and cache.
@@ -136,7 +147,7 @@ def decode_batch(m, caches: list[KVCache], toks: list[int]) -> np.ndarray:
     rot = m.rot[pos][:, None, :]                                                  # [M, 1, hd/2]
     for li, L in enumerate(m.layers):
         m._rmsnorm(x, L.attn_norm, h, rowsq)
-        L.wqkv(h, qkv)                                                            # [M, nq + 2 nkv]
+        _rows(L.wqkv, h, qkv)                                                     # [M, nq + 2 nkv]
         qk = qkv[:, : nq + nkv].view(np.complex64).reshape(M, c.n_head + Hkv, hd // 2)
         qk *= rot
         for i, kv in enumerate(caches):
@@ -151,14 +162,21 @@ def decode_batch(m, caches: list[KVCache], toks: list[int]) -> np.ndarray:
             np.exp(sc, out=sc)
             sc /= np.sum(sc, -1, keepdims=True)
             np.matmul(sc, vc[:, :T], out=attn[i].reshape(Hkv, G, hd))
-        L.wo(attn, o)
+        _rows(L.wo, attn, o)
         x += o
         m._rmsnorm(x, L.ffn_norm, h, rowsq)
-        m._mlp(L, h, gu, ff, o)
+        _rows(L.wgu, h, gu)
+        g, u = gu[:, : c.n_ff], gu[:, c.n_ff:]
+        np.negative(g, out=ff)
+        np.exp(ff, out=ff)
+        ff += 1.0
+        np.divide(g, ff, out=ff)                                                  # silu(g) = g / (1 + e^-g)
+        ff *= u
+        _rows(L.wdown, ff, o)
         x += o
     for kv in caches:
         kv.pos += 1
     m._rmsnorm(x, m.output_norm, h, rowsq)
     logits = np.empty((M, c.vocab_size), np.float32)
-    m.output(h, logits)
+    _rows(m.output, h, logits)
     return logits
