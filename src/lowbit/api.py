@@ -45,6 +45,7 @@ class LLM:
         self.model, self.tokenizer, self.path, self.format = model, tokenizer, Path(path), fmt
         self.load_seconds, self.rss_after_load, self.rss_before_load = load_s, rss, rss_before
         self.last_stats: Optional[GenStats] = None
+        self.rss_model_added = 0
 
     @property
     def config(self):
@@ -106,6 +107,8 @@ class LLM:
                      f"{self.rss_before_load / 2**20:.1f} MiB)")
         lines.append(f"RSS added by loading: {added / 2**20:.2f} MiB = {added / wb:.2f} x weight bytes "
                      f"(weights, tokenizer, buffers); load took {self.load_seconds:.2f} s")
+        lines.append(f"RSS added by weights: {self.rss_model_added / 2**20:.2f} MiB = "
+                     f"{self.rss_model_added / wb:.2f} x weight bytes")
         return "\n".join(lines)
 
 
@@ -149,13 +152,16 @@ def load(path=None, format: Optional[str] = None, n_ctx: Optional[int] = None, t
     src = _open_source(p)
     try:
         tok = _tokenizer_for(src, p)
+        rss_tok = _rss_bytes()
         model = LlamaModel(src, fmt, n_ctx=n_ctx, n_batch=n_batch, pure=pure)
     finally:
         src.close()              # drop the file mapping: what was read for packing leaves our RSS
         del src
     gc.collect()
     _trim_heap()
-    return LLM(model, tok, p, fmt, time.perf_counter() - t0, _rss_bytes(), rss0)
+    llm = LLM(model, tok, p, fmt, time.perf_counter() - t0, _rss_bytes(), rss0)
+    llm.rss_model_added = llm.rss_after_load - rss_tok     # weights + buffers, without interpreter/tokenizer
+    return llm
 
 
 def _as_llm(model, **load_kw) -> LLM:
