@@ -117,7 +117,11 @@ def _open_source(path: Path):
         from .io.safetensors import SafetensorsSource
         return SafetensorsSource(path)
     from .io.gguf import GGUFSource
-    return GGUFSource(path)
+    src = GGUFSource(path)
+    if "lowbit.cb.version" in src.reader.fields:    # written by `lowbit quantize --format cb4/cb2`
+        from .quantize.gguf_io import CodebookSource
+        return CodebookSource(src)
+    return src
 
 
 def _tokenizer_for(src, path: Path):

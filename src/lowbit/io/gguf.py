@@ -86,7 +86,8 @@ class GGUFSource(TensorSource):
         self.config = read_config(self.reader, self.path)
         self._t = {t.name: t for t in self.reader.tensors}
         for t in self.reader.tensors:
-            if t.tensor_type.name not in SUPPORTED_TYPES:
+            if t.tensor_type.name not in SUPPORTED_TYPES and not (t.tensor_type.name == "I8" and
+                                                                  "lowbit.cb.version" in self.reader.fields):
                 raise ModelFileError(f"{self.path}: tensor {t.name} has unsupported type {t.tensor_type.name} "
                                      f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})")
 

@@ -10,7 +10,7 @@ import lowbit
 from lowbit.formats.cb import make_blocks
 from lowbit.ops import PackedWeight
 
-SHAPES = [(576, 1536), (1536, 576), (2048, 2048), (4096, 4096), (8192, 2048)]
+SHAPES = [(576, 1536), (1536, 576), (2048, 2048), (4096, 4096), (8192, 2048), (16384, 4096)]   # last: > L3 (32 MB)
 
 
 def random_weight(fmt, N, K, rng, C=16):

@@ -128,6 +128,15 @@ class CodebookSource:
     def codebook_tensor(self, name) -> CodebookTensor:
         return self._get(name)
 
+    def codebook_linear(self, names, log):
+        """The runtime weight for cb tensors `names` fused along N (PackedWeight with its tables as aux)."""
+        from ..ops import PackedWeight
+        parts = [self._get(n) for n in names]
+        ct = parts[0] if len(parts) == 1 else fuse(parts)
+        for p, n in zip(parts, names):
+            log.append((n, p.fmt.upper(), (p.N, p.K), p.fmt, f"{p.fmt} blocks + {p.C} codebooks repacked as-is"))
+        return PackedWeight.from_blocks(ct.blocks, ct.fmt, ct.N, ct.K, aux=ct.tables)
+
     def file_rows(self, name):
         return self.src.file_rows(name)
 
