@@ -110,18 +110,19 @@ def test_linear_1d_and_out(fmt):
 @pytest.mark.parametrize("fmt", ["q4_0", "iq4_nl", "q8_0"])
 def test_thread_counts_identical(fmt, threads):
     """Columns are split across threads but each one is computed the same way: results are bit-identical."""
-    cases = [(M, *data(M, 301, 512, 100 + M)) for M in (1, 5, 17, 70)]    # 70 > one 64-row M tile
-    packed = {M: lowbit.pack_weight(w, fmt) for M, x, w in cases}
+    _, w = data(1, 301, 512, 100)
+    pw = lowbit.pack_weight(w, fmt)
+    xs = [data(M, 1, 512, 100 + M)[0] for M in (1, 5, 17, 70)]    # 70 > one 64-row M tile
     results = {}
     for n in (1, 2, 3):
         lowbit.set_num_threads(n)
         assert lowbit.get_num_threads() == n
-        results[n] = [lowbit.linear(x, packed[M]) for M, x, w in cases]
+        results[n] = [lowbit.linear(x, pw) for x in xs]
     for n in (2, 3):
-        for (M, x, w), a, b in zip(cases, results[1], results[n]):
-            np.testing.assert_array_equal(a, b, err_msg=f"{fmt} M={M}: 1 vs {n} threads")
-    for (M, x, w), y in zip(cases, results[1]):
-        check_tight(y, x, packed[M])
+        for x, a, b in zip(xs, results[1], results[n]):
+            np.testing.assert_array_equal(a, b, err_msg=f"{fmt} M={len(x)}: 1 vs {n} threads")
+    for x, y in zip(xs, results[1]):
+        check_tight(y, x, pw)
 
 
 def test_large_k_decode():
@@ -162,3 +163,18 @@ def test_disable_isa_selects_scalar(tmp_path):
         check_tight(ys[fmt], x, pw)
         # and the SIMD path in this process agrees with the scalar one within the same tolerance
         check_tight(lowbit.linear(x, lowbit.pack_weight(w, fmt)), x, lowbit.pack_weight(w, fmt))
+
+
+@pytest.mark.parametrize("k", kernel_params())
+def test_rows_independent_of_batch(k):
+    """Row i of a batch equals the same row run alone, bit for bit (gemm rows == gemv): batched serving must not
+    change greedy outputs with the batch composition."""
+    N, K = 3 * k["R"] + 1, 512
+    rng = np.random.default_rng(77)
+    w = Weights(k, N, K, rng, unit_scales=False)
+    aux = None if w.aux is None else w.aux.reshape(-1)
+    pw = lowbit.PackedWeight(k["format"], N, K, k, w.data, aux)
+    x = rng.standard_normal((9, K)).astype(np.float32)
+    batch = lowbit.linear(x, pw)
+    for i in range(9):
+        np.testing.assert_array_equal(batch[i], lowbit.linear(x[i], pw), err_msg=f"row {i} of 9")
