@@ -3,6 +3,8 @@ exact integer sums with unit scales, named tolerances with real scales, edge sha
 import numpy as np
 import pytest
 
+from lowbit.ops import KERNELS
+
 from kernel_cases import SENTINEL, Acts, Weights, abs_bound, int_reference, kernel_params, run, scalar_twin
 
 # With real fp16 scales the kernels may reorder/fuse (FMA) the per-block float products: allow this much
@@ -117,3 +119,14 @@ def test_gemm_rows_match_gemv(k):
         one.q, one.d, one.bsums, one.int_vals = a.q[i:i + 1], a.d[i:i + 1], a.bsums[i:i + 1], a.int_vals[i:i + 1]
         v = run(k, w, one, 0, N, gemm=False)
         np.testing.assert_array_equal(g[i, :N], v[0, :N], err_msg=f"gemm row {i} vs gemv")
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "iq4_nl", "q8_0"])
+def test_oracle_values_are_gguf_dequantized_codes(fmt):
+    """The int64 oracle's weight values are what gguf's (ggml's) dequantizer reads from the same plain blocks."""
+    from gguf import GGMLQuantizationType as T
+    from gguf import quants
+    k = next(k for k in KERNELS if k["format"] == fmt)
+    w = Weights(k, 5, 96, np.random.default_rng(3), unit_scales=True)
+    deq = quants.dequantize(w.plain.reshape(5, -1), {"q4_0": T.Q4_0, "iq4_nl": T.IQ4_NL, "q8_0": T.Q8_0}[fmt])
+    np.testing.assert_array_equal(deq, w.int_vals.astype(np.float32))
