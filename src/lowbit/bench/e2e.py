@@ -154,6 +154,19 @@ class _LlamaCpp:
         self.peer.close()
 
 
+def limit_blas_threads():
+    """numpy's OpenBLAS (attention matmuls) with its own 2 spinning threads next to lowbit's pool made a
+    [9 x 128x64x128] batched matmul 36x slower on the loaded 2-core test machine; lowbit's pool already uses the
+    cores, so BLAS gets one thread. Returns the threadpoolctl limiter (keep it alive) or None."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        print("note: threadpoolctl not installed; numpy's BLAS threads may fight lowbit's pool "
+              "(pip install threadpoolctl)")
+        return None
+    return threadpool_limits(limits=1, user_api="blas")
+
+
 def run(path, n_prompt=512, n_gen=128, threads=(1, 2), reps=5, fmt="auto", batch=512, vs_llamacpp=False,
         llamacpp_only=False, roofline=True, label=None, log=print) -> dict:
     path = str(path)
@@ -173,6 +186,7 @@ def run(path, n_prompt=512, n_gen=128, threads=(1, 2), reps=5, fmt="auto", batch
     prompt = [1] + rng.integers(3, vocab, size=max(0, n_prompt - 1)).tolist()
     tok = int(rng.integers(3, vocab))
 
+    _blas = limit_blas_threads()
     engines = []
     if not llamacpp_only:
         if lb_fmt not in GGUF_TO_RUNTIME.values():

@@ -51,6 +51,8 @@ def main(args):
         raise ValueError(f"text file not found: {text_path}")
     text = text_path.read_text(encoding="utf-8")
     fmt = _auto_format(args.model, args.format)
+    from ..bench.e2e import limit_blas_threads
+    _blas = limit_blas_threads()  # noqa: F841 (kept alive for the run)
     llm = _load(args.model, fmt, args.ctx, args.threads)
     model_path = str(llm.path)
     bos = P.bos_for(llm)
