@@ -178,3 +178,18 @@ def test_rows_independent_of_batch(k):
     batch = lowbit.linear(x, pw)
     for i in range(9):
         np.testing.assert_array_equal(batch[i], lowbit.linear(x[i], pw), err_msg=f"row {i} of 9")
+
+
+def test_concurrent_callers_match_sequential(threads):
+    """Python threads calling linear at once (the GIL is released) get the same bits as one at a time."""
+    import concurrent.futures as cf
+    lowbit.set_num_threads(2)
+    _, w = data(1, 77, 256, 5)
+    pws = [lowbit.pack_weight(w, f) for f in ("q4_0", "q8_0")]
+    xs = [data(M, 1, 256, 200 + M)[0] for M in (1, 3, 4, 9, 1, 2, 17, 5)]
+    seq = [lowbit.linear(x, pws[i % 2]) for i, x in enumerate(xs)]
+    with cf.ThreadPoolExecutor(8) as ex:
+        for _ in range(5):
+            par = list(ex.map(lambda ix: lowbit.linear(ix[1], pws[ix[0] % 2]), enumerate(xs)))
+            for i, (a, b) in enumerate(zip(seq, par)):
+                np.testing.assert_array_equal(a, b, err_msg=f"call {i}")
