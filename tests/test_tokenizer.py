@@ -199,3 +199,47 @@ def test_smollm2_chat_template(smol):
     assert smol.decode(ids, skip_special=False) == s
     default = smol.apply_chat_template([{"role": "user", "content": "hi"}])
     assert default.startswith("<|im_start|>system\n") and default.endswith("<|im_start|>assistant\n")
+
+
+@pytest.mark.parametrize("name", ["llama-spm", "gpt-2"])
+def test_from_hf_dir_matches_gguf_metadata(tmp_path, name):
+    src = vocab_tok(name)
+    src._hf.save(str(tmp_path / "tokenizer.json"))
+    bos, eos = src.token_text(src.bos_id), src.token_text(src.eos_id)
+    cfg = {"bos_token": {"content": bos}, "eos_token": eos, "chat_template": CHATML}
+    if name == "llama-spm":
+        cfg["add_bos_token"] = True
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps(cfg), encoding="utf-8")
+    tok = Tokenizer.from_hf_dir(tmp_path)
+    assert (tok.bos_id, tok.eos_id, tok.add_bos) == (src.bos_id, src.eos_id, name == "llama-spm")
+    assert tok.eos_id in tok.eot_ids and tok.vocab_size == src.vocab_size
+    for s, ids in vector_cases(name):
+        assert tok.encode(s, add_bos=False) == ids
+    assert tok.apply_chat_template([{"role": "user", "content": "x"}]).endswith("<|im_start|>assistant\n")
+
+
+def test_from_hf_dir_bos_from_post_processor(tmp_path):
+    from tokenizers import processors
+    hf = vocab_tok("llama-spm")._hf
+    hf.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    try:
+        hf.save(str(tmp_path / "tokenizer.json"))
+    finally:
+        hf.post_processor = None
+    (tmp_path / "tokenizer_config.json").write_text('{"bos_token": "<s>", "eos_token": "</s>"}')
+    tok = Tokenizer.from_hf_dir(tmp_path)
+    assert tok.add_bos and tok.encode("Hello")[:1] == [1] and tok.encode("Hello").count(1) == 1
+    with pytest.raises(ValueError, match="tokenizer.json"):
+        Tokenizer.from_hf_dir(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("name", VOCABS)
+def test_long_text_cut_changes_nothing(name, stories):
+    """encode() cuts long texts into chunks encoded in parallel; the ids must equal one whole-text encode."""
+    tok = stories if name == "llama-spm" else vocab_tok(name)
+    body = "\n".join(s for s, _ in vector_cases(name)) + "\n  \n\tx\n\n y\n"
+    text = body * (4 * (1 << 14) // len(body) + 1)
+    assert tok._hf_tail is not None
+    whole = tok._hf.encode(text, add_special_tokens=False).ids
+    assert tok.encode(text, add_bos=False) == whole
+    assert tok.decode(whole) == text

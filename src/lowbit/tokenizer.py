@@ -6,15 +6,22 @@ Sources: a GGUF's tokenizer.ggml.* metadata (`Tokenizer.from_gguf`), the same da
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 from tokenizers import Tokenizer as HFTokenizer
 
-from .tokenizer_build import CONTROL, build_bpe, build_spm
+from tokenizers import normalizers
+
+from .tokenizer_build import CONTROL, USER_DEFINED, build_bpe, build_spm
 from .tokenizer_chat import render_chat
 
 _P = "tokenizer.ggml."
+# Long texts are cut after a newline that precedes a non-space character: every pre-tokenizer regex we carry ends
+# a piece there, so the cut cannot change the result, and the chunks then encode in parallel (encode_batch_fast).
+_CUT = re.compile(r"(?<=\n)(?=\S)")
+_CHUNK = 1 << 14
 # texts that end a turn in common chat formats; llama.cpp adds such control tokens to its end-of-generation set
 _EOT_TEXTS = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|eom_id|>",
               "<|end_of_text|>", "</s>", "<EOT>", "<|END_OF_TURN_TOKEN|>", "<|return|>", "<|call|>"}
@@ -40,8 +47,11 @@ def _field_value(field) -> Any:
 class Tokenizer:
     def __init__(self, hf: HFTokenizer, *, bos_id: int | None, eos_id: int | None, add_bos: bool,
                  chat_template: str | None = None, eot_ids: set[int] | None = None,
-                 vocab_size: int | None = None):
+                 vocab_size: int | None = None, hf_tail: HFTokenizer | None = None):
         self._hf = hf
+        # tokenizer for chunks after the first when long texts are cut (None = never cut): the same vocab, minus
+        # SentencePiece's space prefix, which only the start of the text gets
+        self._hf_tail = hf_tail
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.add_bos = bool(add_bos)
@@ -80,14 +90,21 @@ class Tokenizer:
             if scores is None or len(scores) != n:
                 raise ValueError("llama (SentencePiece) vocabulary needs 'tokenizer.ggml.scores' with one score "
                                  "per token")
-            hf = build_spm(tokens, scores, types, tid("unknown_token_id"),
-                           bool(meta.get(_P + "add_space_prefix", True)))
+            prefix = bool(meta.get(_P + "add_space_prefix", True))
+            hf = build_spm(tokens, scores, types, tid("unknown_token_id"), prefix)
+            tail = None
+            # cutting is safe if no merge can join across the newline and no text token re-triggers the prefix
+            if not any(len(t) > 1 and "\n" in t for t in tokens) and (types is None or USER_DEFINED not in types):
+                tail = HFTokenizer.from_str(hf.to_str())
+                if prefix:
+                    tail.normalizer = normalizers.Replace(" ", "\u2581")
             default_bos, default_eos, default_add_bos = 1, 2, True
         elif model == "gpt2":
             merges = meta.get(_P + "merges")
             if merges is None:
                 raise ValueError("gpt2 (BPE) vocabulary needs 'tokenizer.ggml.merges'")
             hf = build_bpe(tokens, merges, types, meta.get(_P + "pre"))
+            tail = hf
             default_bos, default_eos, default_add_bos = 11, 11, False
         else:
             raise ValueError(f"unsupported tokenizer.ggml.model {model!r} (supported: 'llama', 'gpt2')")
@@ -102,7 +119,8 @@ class Tokenizer:
         eot = {i for i in (tid("eot_token_id"), tid("eom_token_id")) if i is not None}
         eot |= {i for i, t in enumerate(tokens) if t in _EOT_TEXTS and (types is None or types[i] == CONTROL)}
         return cls(hf, bos_id=bos, eos_id=eos, add_bos=bool(add_bos) and bos is not None,
-                   chat_template=meta.get("tokenizer.chat_template"), eot_ids=eot, vocab_size=n)
+                   chat_template=meta.get("tokenizer.chat_template"), eot_ids=eot, vocab_size=n,
+                   hf_tail=tail)
 
     @classmethod
     def from_hf_dir(cls, path) -> "Tokenizer":
@@ -151,9 +169,27 @@ class Tokenizer:
         if not isinstance(text, str):
             raise TypeError(f"encode() needs str, got {type(text).__name__}")
         self._hf.encode_special_tokens = not parse_special
-        ids = self._hf.encode(text, add_special_tokens=False).ids
+        if self._hf_tail is not None and not parse_special and len(text) > 2 * _CHUNK:
+            ids = self._encode_long(text)
+        else:
+            ids = self._hf.encode(text, add_special_tokens=False).ids
         if (self.add_bos if add_bos is None else add_bos) and self.bos_id is not None:
             ids.insert(0, self.bos_id)
+        return ids
+
+    def _encode_long(self, text: str) -> list[int]:
+        chunks, start = [], 0
+        for m in _CUT.finditer(text):
+            if m.start() - start >= _CHUNK:
+                chunks.append(text[start:m.start()])
+                start = m.start()
+        chunks.append(text[start:])
+        if len(chunks) == 1:
+            return self._hf.encode(text, add_special_tokens=False).ids
+        self._hf_tail.encode_special_tokens = True
+        ids = self._hf.encode(chunks[0], add_special_tokens=False).ids
+        for enc in self._hf_tail.encode_batch_fast(chunks[1:], add_special_tokens=False):
+            ids.extend(enc.ids)
         return ids
 
     def _check_ids(self, ids) -> list[int]:
