@@ -29,6 +29,21 @@ def _rss_bytes() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _mapped_rss(path) -> int:
+    """Resident bytes of this process's mappings of `path` (the GGUF while it is open)."""
+    total, cur, name = 0, False, os.path.basename(os.fspath(path))
+    try:
+        with open("/proc/self/smaps") as f:
+            for line in f:
+                if line[0] in "0123456789abcdef" and "-" in line.split(" ", 1)[0]:
+                    cur = line.rstrip().endswith(name)
+                elif cur and line.startswith("Rss:"):
+                    total += int(line.split()[1]) * 1024
+    except OSError:
+        return 0
+    return total
+
+
 def _trim_heap():
     """Give freed dequantization scratch back to the OS (glibc keeps it otherwise)."""
     try:
@@ -156,7 +171,10 @@ def load(path=None, format: Optional[str] = None, n_ctx: Optional[int] = None, t
     src = _open_source(p)
     try:
         tok = _tokenizer_for(src, p)
-        rss_tok = _rss_bytes()
+        src.drop_metadata()
+        gc.collect()
+        _trim_heap()
+        rss_tok = _rss_bytes() - (0 if p.is_dir() else _mapped_rss(p))   # the mapping is dropped after load
         model = LlamaModel(src, fmt, n_ctx=n_ctx, n_batch=n_batch, pure=pure)
     finally:
         src.close()              # drop the file mapping: what was read for packing leaves our RSS

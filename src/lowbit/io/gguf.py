@@ -14,8 +14,26 @@ SUPPORTED_TYPES = {"F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0",
                    "Q6_K", "IQ4_NL", "IQ4_XS"}
 
 
-def open_reader(path):
+def _reader_class():
     import gguf
+
+    class Reader(gguf.GGUFReader):
+        """GGUFReader over a plain-ndarray view of its np.memmap: still memory-mapped (the view keeps the mapping
+        alive), but slicing skips np.memmap's Python-level __array_finalize__, which makes parsing a 49k-token
+        vocabulary ~2.5x faster."""
+
+        @property
+        def data(self):
+            return self._data
+
+        @data.setter
+        def data(self, v):
+            self._data = v.view(np.ndarray) if isinstance(v, np.memmap) else v
+
+    return Reader
+
+
+def open_reader(path):
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ModelFileError(f"model file not found: {path}")
@@ -24,7 +42,7 @@ def open_reader(path):
     if magic != b"GGUF":
         raise ModelFileError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF')")
     try:
-        reader = gguf.GGUFReader(path, "r")
+        reader = _reader_class()(path, "r")
     except Exception as e:  # the reader fails deep inside numpy on short files: say what it means
         raise ModelFileError(f"{path}: truncated or corrupt GGUF ({type(e).__name__}: {e})") from None
     size = os.path.getsize(path)
@@ -107,6 +125,12 @@ class GGUFSource(TensorSource):
         t = self._t[name]
         N = int(t.shape[-1])
         return self.path, int(t.data_offset), N, int(t.n_bytes) // N
+
+    def drop_metadata(self):
+        """Free the reader's parsed key/values (~75 MB of Python objects for a 49k vocabulary) once the
+        tokenizer is built; tensors stay available."""
+        if self.reader is not None:
+            self.reader.fields.clear()
 
     def close(self):
         self._t = {}

@@ -19,6 +19,9 @@ class TensorSource:
     def file_rows(self, name):  # (path, offset, n_rows, row_bytes) of a row-major tensor
         raise NotImplementedError
 
+    def drop_metadata(self):
+        pass
+
     def close(self):
         pass
 
