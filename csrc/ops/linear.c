@@ -4,6 +4,9 @@
 #include "ops.h"
 #include "ref/ref.h"
 #include "common/threadpool.h"
+#if defined(__x86_64__) || defined(_M_X64)
+#include "x86_avx2/avx2.h"
+#endif
 
 #define M_TILE 64      /* tokens per task: their activations stay in L2 while weight strips stream */
 
@@ -35,15 +38,24 @@ static void layout(job *j, uint8_t *scratch) {
     j->bsums = (int16_t *)(scratch + off);
 }
 
+typedef void (*quant_row_fn)(const float *, int, uint8_t *, int16_t *, int);
+typedef void (*quant_rows4_fn)(const float *, size_t, int, int, uint8_t *, int16_t *);
+
 static void quant_task(void *ctx, int t, int thread) {
     (void)thread;
     job *j = ctx;
+    /* the SIMD quantizers give the same bytes; use them whenever the kernel itself needs that ISA */
+    quant_row_fn row = lb_quantize_row_q8_0;
+    quant_rows4_fn rows4 = lb_quantize_rows_q8_0x4;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (j->k->isa & LB_ISA_AVX2) { row = lb_quantize_row_q8_0_avx2; rows4 = lb_quantize_rows_q8_0x4_avx2; }
+#endif
     if (t < j->ngroups) {
-        lb_quantize_rows_q8_0x4(j->x + (size_t)4 * t * j->K, j->K, j->K, j->k->act_B,
+        rows4(j->x + (size_t)4 * t * j->K, j->K, j->K, j->k->act_B,
                                 j->act4 + (size_t)t * j->nb * LB_Q8X4_BLOCK, j->bsums + (size_t)t * j->nb * 4);
     } else {
         int r = t - j->ngroups;
-        lb_quantize_row_q8_0(j->x + (size_t)(4 * j->ngroups + r) * j->K, j->K,
+        row(j->x + (size_t)(4 * j->ngroups + r) * j->K, j->K,
                              j->act1 + (size_t)r * j->nb * LB_Q8_BLOCK,
                              j->bsums + (size_t)j->ngroups * j->nb * 4 + (size_t)r * j->nb, 1);
     }
