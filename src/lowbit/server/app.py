@@ -183,10 +183,17 @@ class Server:
 
     async def _sse(self, h, rid: str, model: str, chat: bool, include_usage: bool):
         """SSE chunks in OpenAI's shape. Starlette cancels this generator when the client disconnects; the
-        `finally` in Handle.events() then flags the request cancelled and the worker drops it."""
+        `finally` flags the request cancelled and the worker drops it before its next step."""
         def data(obj) -> str:
             return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
+        try:
+            async for chunk in self._sse_events(h, rid, model, chat, include_usage, data):
+                yield chunk
+        finally:  # client gone (generator cancelled/closed) or done: either way the worker may drop it
+            h.cancel()
+
+    async def _sse_events(self, h, rid, model, chat, include_usage, data):
         if chat:
             yield data(S.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None))
         async for ev in h.events():
