@@ -53,13 +53,21 @@ def is_codebook_gguf(reader) -> bool:
     return "lowbit.cb.version" in reader.fields
 
 
-def read_codebook_tensor(reader, name: str, tensors=None) -> CodebookTensor:
+def codebook_formats(reader) -> dict:
+    """{tensor name: "cb4" | "cb2"} from the lowbit.cb.<name>.format keys."""
+    pre, suf = "lowbit.cb.", ".format"
+    return {k[len(pre):-len(suf)]: f.contents() for k, f in reader.fields.items()
+            if k.startswith(pre) and k.endswith(suf)}
+
+
+def read_codebook_tensor(reader, name: str, tensors=None, fmt=None) -> CodebookTensor:
     """One cb tensor of a GGUF written by `lowbit quantize`."""
     from ..io import ModelFileError
-    f = reader.fields.get(fmt_key(name))
-    if f is None:
-        raise ModelFileError(f"tensor {name} is not a codebook tensor (no {fmt_key(name)})")
-    fmt = f.contents()
+    if fmt is None:
+        f = reader.fields.get(fmt_key(name))
+        if f is None:
+            raise ModelFileError(f"tensor {name} is not a codebook tensor (no {fmt_key(name)})")
+        fmt = f.contents()
     if fmt not in BLOCK_BYTES:
         raise ModelFileError(f"tensor {name}: unknown codebook format {fmt!r}")
     tensors = tensors or {t.name: t for t in reader.tensors}
@@ -96,19 +104,22 @@ class CodebookSource:
 
     def __init__(self, src):
         self.src = src
-        self.reader = src.reader
         self.config = src.config
         self.path = getattr(src, "path", "")
-        self._tensors = {t.name: t for t in self.reader.tensors}
+        self._tensors = {t.name: t for t in src.reader.tensors}
+        self._fmts = codebook_formats(src.reader)     # read now: the runtime drops the metadata after the tokenizer
         self._cb = {}
+
+    def __getattr__(self, name):                       # anything else a TensorSource offers
+        return getattr(self.src, name)
 
     def _get(self, name):
         if name not in self._cb:
-            self._cb[name] = read_codebook_tensor(self.reader, name, self._tensors)
+            self._cb[name] = read_codebook_tensor(self.src.reader, name, self._tensors, self._fmts[name])
         return self._cb[name]
 
     def is_cb(self, name):
-        return fmt_key(name) in self.reader.fields
+        return name in self._fmts
 
     def names(self):
         return [n for n in self.src.names() if not n.endswith(TABLES_SUFFIX)]
