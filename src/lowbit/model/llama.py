@@ -4,6 +4,8 @@ Prefill runs up to n_batch prompt rows per linear call (GEMM kernels); decode ru
 buffers are allocated once per model; decode only makes numpy views of them."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from .kv_cache import KVCache
@@ -111,6 +113,11 @@ class LlamaModel:
                       attn3=self.attn[0].reshape(c.n_head_kv, G, hd),
                       g=self.gu[:1, : c.n_ff], u=self.gu[:1, c.n_ff:])
         self.scale = np.float32(1.0 / np.sqrt(hd))
+        self.qk_scale = np.ones((c.n_head + c.n_head_kv, 1), np.complex64)
+        self.qk_scale[: c.n_head] = self.scale
+        self.rot_pos = np.zeros((c.n_head + c.n_head_kv, hd // 2), np.complex64)
+        self.smax = np.zeros_like(self.ssum)
+        self.kT = [self.cache.k[i].transpose(0, 2, 1) for i in range(c.n_layer)]   # [Hkv, hd, n_ctx] views
 
     @property
     def weight_bytes(self) -> int:
@@ -201,48 +208,54 @@ class LlamaModel:
         L.wdown(ff, out)
 
     def decode(self, token):
-        """One token at position cache.pos (GEMV path); returns logits [1, vocab] (a reused buffer)."""
+        """One token at position cache.pos (GEMV path); returns logits [1, vocab] (a reused buffer). Written for
+        few numpy calls per layer: they, not the arithmetic, are the per-token cost outside the kernels."""
         pos = self.cache.pos
         if pos >= self.n_ctx:
             raise ContextFullError(pos, 1, self.n_ctx)
         d, T = self.d, pos + 1
-        x, h, qkv, attn, o, rowsq = d["x"], d["h"], d["qkv"], d["attn"], d["o"], d["rowsq"]
+        x, h, qkv, attn, o = d["x"][0], d["h"][0], d["qkv"], d["attn"], d["o"]
+        x2, h2 = d["x"], d["h"]
         qk, q, k, v, attn3 = d["qk"], d["q"], d["k"], d["v"], d["attn3"]
         gu, ff, g, u = d["gu"], d["ff"], d["g"], d["u"]
-        self.embed.lookup((token,), x)
-        rot = self.rot[pos]
+        self.embed.lookup((token,), x2)
+        rot = np.multiply(self.rot[pos], self.qk_scale, out=self.rot_pos)   # RoPE, with 1/sqrt(hd) folded into q
         sc = self.scores[:, :, :T]
-        ssum = self.ssum
-        scale = self.scale
-        norm = self._rmsnorm
+        smax, ssum = self.smax, self.ssum
+        mx, add, mul, exp, matmul = np.maximum.reduce, np.add.reduce, np.multiply, np.exp, np.matmul
+        inv_n, eps, sqrt = 1.0 / self.config.n_embd, self.config.rms_eps, math.sqrt
+        kT, vs = self.kT, self.cache.v
         for li, L in enumerate(self.layers):
-            norm(x, L.attn_norm, h, rowsq)
-            L.wqkv(h, qkv)
+            mul(x, L.attn_norm, out=h)
+            h *= 1.0 / sqrt(float(x.dot(x)) * inv_n + eps)
+            L.wqkv(h2, qkv)
             qk *= rot
-            kc, vc = self.cache.k[li], self.cache.v[li]
-            kc[:, pos] = k
+            kt, vc = kT[li], vs[li]
+            kt[:, :, pos] = k
             vc[:, pos] = v
-            np.matmul(q, kc[:, :T].transpose(0, 2, 1), out=sc)                     # [Hkv, G, T]
-            sc *= scale
-            sc -= sc.max(-1, keepdims=True)
-            np.exp(sc, out=sc)
-            np.sum(sc, -1, keepdims=True, out=ssum)
+            matmul(q, kt[:, :, :T], out=sc)                                         # [Hkv, G, T]
+            mx(sc, axis=-1, keepdims=True, out=smax)
+            sc -= smax
+            exp(sc, out=sc)
+            add(sc, axis=-1, keepdims=True, out=ssum)
             sc /= ssum
-            np.matmul(sc, vc[:, :T], out=attn3)
+            matmul(sc, vc[:, :T], out=attn3)
             L.wo(attn, o)
-            x += o
-            norm(x, L.ffn_norm, h, rowsq)
-            L.wgu(h, gu)
+            x += o[0]
+            mul(x, L.ffn_norm, out=h)
+            h *= 1.0 / sqrt(float(x.dot(x)) * inv_n + eps)
+            L.wgu(h2, gu)
             np.negative(g, out=ff)
-            np.exp(ff, out=ff)
+            exp(ff, out=ff)
             ff += 1.0
-            np.divide(g, ff, out=ff)
+            np.divide(g, ff, out=ff)                                               # silu(g) = g / (1 + e^-g)
             ff *= u
             L.wdown(ff, o)
-            x += o
+            x += o[0]
         self.cache.pos = T
-        norm(x, self.output_norm, h, rowsq)
-        return self.output(h, self.logits)
+        mul(x, self.output_norm, out=h)
+        h *= 1.0 / sqrt(float(x.dot(x)) * inv_n + eps)
+        return self.output(h2, self.logits)
 
     def reset(self):
         self.cache.reset()
