@@ -82,6 +82,7 @@ static int disabled_mask(void) {
     }
     if (strstr(env, "all")) mask = ~0;
     /* Disabling a feature disables those that imply it. */
+    if (mask & LB_ISA_NEON) mask |= LB_ISA_DOTPROD;   /* every Arm kernel family is NEON-based */
     if (mask & LB_ISA_DOTPROD) mask |= LB_ISA_I8MM | LB_ISA_SVE256;
     if (mask & LB_ISA_I8MM) mask |= LB_ISA_SVE256;
     return mask;
