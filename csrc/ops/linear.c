@@ -8,7 +8,8 @@
 #include "x86_avx2/avx2.h"
 #endif
 
-#define M_TILE 64      /* tokens per task: their activations stay in L2 while weight strips stream */
+#define M_TILE 64              /* at most this many tokens per task */
+#define ACT_TILE_BYTES (256 << 10)   /* ... and at most this many activation bytes, so they stay in L2 */
 
 size_t lb_act_bytes(int M, int K) {
     const size_t nb = (size_t)(K / LB_QK);
@@ -18,7 +19,7 @@ size_t lb_act_bytes(int M, int K) {
 
 typedef struct {
     const lb_kernel *k;
-    int K, N, M, nb, ngroups, nrest, ncol_chunks, chunk_cols, m_tiles;
+    int K, N, M, nb, ngroups, nrest, ncol_chunks, chunk_cols, m_tiles, tile_groups;
     const uint8_t *W;
     const int8_t *aux;
     const float *x;
@@ -72,7 +73,7 @@ static void mm_task(void *ctx, int t, int thread) {
     if (n1 > Np) n1 = Np;
     if (n0 >= n1) return;
     /* token groups of this M tile; the last tile also runs the leftover GEMV rows */
-    const int g0 = mt * (M_TILE / 4), g1 = g0 + M_TILE / 4 < j->ngroups ? g0 + M_TILE / 4 : j->ngroups;
+    const int g0 = mt * j->tile_groups, g1 = g0 + j->tile_groups < j->ngroups ? g0 + j->tile_groups : j->ngroups;
     for (int n = n0; n < n1; n += k->R) {    /* one weight strip (R cols x K) stays hot across the groups */
         for (int g = g0; g < g1; g++)
             k->gemm(j->K, j->W, j->aux, j->act4 + (size_t)g * j->nb * LB_Q8X4_BLOCK,
@@ -99,7 +100,12 @@ void lb_linear(const lb_kernel *k, int K, int N, const uint8_t *W, const int8_t 
     /* Column chunks: enough of them to balance threads (about 4 per thread per M tile), R-aligned. */
     const int nth = lb_pool_threads();
     const int Np = (N + k->R - 1) / k->R * k->R;
-    j.m_tiles = j.ngroups > 0 ? (j.ngroups + M_TILE / 4 - 1) / (M_TILE / 4) : 1;
+    /* token groups per task: up to M_TILE tokens whose packed activations fit ACT_TILE_BYTES (K=4096: 60
+     * tokens, K=11008: 20), so each weight strip is dotted against L2-resident activations, not L3 */
+    j.tile_groups = ACT_TILE_BYTES / (j.nb * LB_Q8X4_BLOCK);
+    if (j.tile_groups > M_TILE / 4) j.tile_groups = M_TILE / 4;
+    if (j.tile_groups < 1) j.tile_groups = 1;
+    j.m_tiles = j.ngroups > 0 ? (j.ngroups + j.tile_groups - 1) / j.tile_groups : 1;
     int want = 4 * nth / j.m_tiles;
     if (want < 1) want = 1;
     if (nth == 1) want = 1;
