@@ -169,3 +169,17 @@ def test_core_bad_calls_raise_and_survive():
     bad = {name: v for name, v in res.items() if v[1] not in ("ValueError", "TypeError", "RuntimeError")
            or v[0] not in v[2]}
     assert not bad, bad
+
+
+@pytest.mark.parametrize("M", [1, 5])
+def test_non_finite_activations_give_nan_rows_not_garbage(M):
+    """NaN/inf in a row's block make that row's outputs NaN (no undefined float->int8 casts); other rows are intact."""
+    rng = np.random.default_rng(7)
+    w = lowbit.pack_weight(rng.standard_normal((16, 64)).astype(np.float32))
+    x = rng.standard_normal((M, 64)).astype(np.float32)
+    clean = lowbit.linear(x.copy(), w)
+    x[0, 3] = np.nan if M == 1 else np.inf
+    y = lowbit.linear(x, w)
+    assert np.isnan(y[0] if M > 1 else y).all()
+    if M > 1:
+        np.testing.assert_array_equal(y[1:], clean[1:])

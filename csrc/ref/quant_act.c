@@ -6,7 +6,14 @@
 
 static void quant_block(const float *x, int8_t *q, uint16_t *dh, int16_t *bsum) {
     float amax = 0.0f;
-    for (int e = 0; e < LB_QK; e++) { float a = fabsf(x[e]); if (a > amax) amax = a; }
+    int finite = 1;
+    for (int e = 0; e < LB_QK; e++) { float a = fabsf(x[e]); finite &= a <= 3.4e38f; if (a > amax) amax = a; }
+    if (!finite) {  /* NaN/inf in: a NaN scale carries it to the outputs (casting NaN to int8 would be UB) */
+        memset(q, 0, LB_QK);
+        *dh = 0x7e00;
+        *bsum = 0;
+        return;
+    }
     const float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     int s = 0;
     for (int e = 0; e < LB_QK; e++) { q[e] = (int8_t)roundf(x[e] * id); s += q[e]; }
