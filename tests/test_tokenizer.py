@@ -243,3 +243,23 @@ def test_long_text_cut_changes_nothing(name, stories):
     whole = tok._hf.encode(text, add_special_tokens=False).ids
     assert tok.encode(text, add_bos=False) == whole
     assert tok.decode(whole) == text
+
+
+EXTRA_VOCABS = ["phi-3", "qwen2", "mpt", "refact", "falcon", "deepseek-coder", "deepseek-llm", "command-r",
+                "baichuan", "qwen35", "gpt-2", "llama-bpe", "starcoder", "llama-spm"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", EXTRA_VOCABS)
+def test_llama_cpp_vocab_gguf(name):
+    """The full vocab GGUFs (too big to commit), from $LOWBIT_LLAMA_CPP_MODELS = llama.cpp's models/ folder."""
+    import gguf
+    root = os.environ.get("LOWBIT_LLAMA_CPP_MODELS")
+    g = Path(root or "/nonexistent") / f"ggml-vocab-{name}.gguf"
+    if not g.is_file():
+        pytest.skip("set LOWBIT_LLAMA_CPP_MODELS to llama.cpp's models/ folder (llama-cpp-python sdist vendor/)")
+    tok = Tokenizer.from_gguf(gguf.GGUFReader(str(g)))
+    inp = g.with_name(g.name + ".inp").read_bytes().decode("utf-8").split(SEP)
+    out = g.with_name(g.name + ".out").read_text(encoding="utf-8").split("\n")[:len(inp)]
+    failed = [s for s, o in zip(inp, out) if tok.encode(s, add_bos=False) != [int(x) for x in o.split()]]
+    assert not failed, f"{len(failed)}/{len(inp)} differ, first: {failed[0]!r}"

@@ -20,6 +20,28 @@ _LLAMA3 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{
 _QWEN2 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
           r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
+# llama.cpp's DEEPSEEK_LLM / DEEPSEEK_CODER / FALCON regex lists, verbatim
+_DEEPSEEK_LLM = [
+    '[\r\n]',
+    '\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+',
+    '\\s?[!-/:-~！-／：-～‘-‟\u3000-。]+',
+    '\\s+$',
+    '[一-龥ࠀ-一가-\ud7ff]+',
+    '\\p{N}+',
+]
+_DEEPSEEK_CODER = [
+    '[\r\n]',
+    '\\s?\\p{L}+',
+    '\\s?\\p{P}+',
+    '[一-龥ࠀ-一가-\ud7ff]+',
+    '\\p{N}',
+]
+_FALCON = [
+    '[\\p{P}\\$\\+<=>\\^~\\|`]+',
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)",
+    '[0-9][0-9][0-9]',
+]
+
 # tokenizer.ggml.pre -> (regexes applied in sequence as llama.cpp does, ignore_merges). Copied from llama.cpp's
 # llm_tokenizer_bpe (llama-vocab.cpp); only pre-tokenizers whose regexes we carry are accepted.
 _BPE_PRE: dict[str, tuple[list[str], bool]] = {
@@ -30,21 +52,21 @@ _BPE_PRE: dict[str, tuple[list[str], bool]] = {
     "starcoder": ([r"\p{N}", _GPT2], False), "refact": ([r"\p{N}", _GPT2], False),
     "command-r": ([r"\p{N}", _GPT2], False), "smollm": ([r"\p{N}", _GPT2], False),
     "codeshell": ([r"\p{N}", _GPT2], False), "exaone": ([r"\p{N}", _GPT2], False),
+    "falcon": (_FALCON, False), "deepseek-coder": (_DEEPSEEK_CODER, False),
+    "deepseek-llm": (_DEEPSEEK_LLM, False),
     "qwen2": ([_QWEN2], False), "stablelm2": ([_QWEN2], False), "deepseek-r1-qwen": ([_QWEN2], False),
 }
 
 
-def _special_tokens(tokens: list[str], types: list[int] | None) -> list[AddedToken]:
-    """CONTROL/UNKNOWN tokens are parsed from text only with parse_special (llama.cpp's rule), USER_DEFINED always."""
+def _add_token_kinds(hf: HFTokenizer, tokens: list[str], types: list[int] | None) -> None:
+    """CONTROL/UNKNOWN tokens are parsed from text only with parse_special (llama.cpp's rule), USER_DEFINED always
+    (HF: special tokens are skipped by encode_special_tokens=True, plain added tokens never are)."""
     if types is None:
-        return []
-    out = []
-    for tok, ty in zip(tokens, types):
-        if ty in (CONTROL, UNKNOWN):
-            out.append(AddedToken(tok, special=True, normalized=False))
-        elif ty == USER_DEFINED:
-            out.append(AddedToken(tok, special=False, normalized=False))
-    return out
+        return
+    special = [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty in (CONTROL, UNKNOWN)]
+    user = [AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == USER_DEFINED]
+    hf.add_special_tokens(special)
+    hf.add_tokens(user)
 
 
 def _vocab_map(tokens: list[str]) -> dict[str, int]:
@@ -79,7 +101,7 @@ def build_spm(tokens: list[str], scores: list[float], types: list[int] | None, u
     if add_space_prefix:
         dec.append(decoders.Strip(content=" ", left=1, right=0))
     tok.decoder = decoders.Sequence(dec)
-    tok.add_special_tokens(_special_tokens(tokens, types))
+    _add_token_kinds(tok, tokens, types)
     return tok
 
 
@@ -100,5 +122,5 @@ def build_bpe(tokens: list[str], merges: list[str], types: list[int] | None, pre
         [pre_tokenizers.Split(Regex(r), behavior="isolated") for r in regexes]
         + [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
     tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens(_special_tokens(tokens, types))
+    _add_token_kinds(tok, tokens, types)
     return tok
