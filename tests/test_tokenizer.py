@@ -82,7 +82,7 @@ def test_stories_round_trip(stories, text):
 def test_spm_prefix_and_byte_fallback(stories):
     a = stories.encode("hello", add_bos=False)
     assert stories.token_text(a[0]).startswith("\u2581")  # add_space_prefix
-    ids = stories.encode("🦙", add_bos=False)  # not in a 512 vocab: 4 UTF-8 byte tokens after the space prefix
+    ids = stories.encode("🦙", add_bos=False)  # not in a 512 vocab: 4 UTF-8 byte tokens after the prefix
     assert [stories.token_text(i) for i in ids[-4:]] == ["<0xF0>", "<0x9F>", "<0xA6>", "<0x99>"]
 
 

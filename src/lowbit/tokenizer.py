@@ -159,8 +159,9 @@ class Tokenizer:
             i = hf.token_to_id(t)
             if i is not None:
                 eot.add(i)
-        # ids hidden behind the post-processor must not leak in: encode() adds BOS itself
+        # a tokenizer.json may carry padding/truncation settings that would pad or silently cut prompts
         hf.no_padding()
+        hf.no_truncation()
         return cls(hf, bos_id=bos, eos_id=eos, add_bos=add_bos and bos is not None, chat_template=template,
                    eot_ids=eot)
 

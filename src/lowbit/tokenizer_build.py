@@ -63,10 +63,10 @@ def _add_token_kinds(hf: HFTokenizer, tokens: list[str], types: list[int] | None
     (HF: special tokens are skipped by encode_special_tokens=True, plain added tokens never are)."""
     if types is None:
         return
-    special = [AddedToken(t, special=True, normalized=False) for t, ty in zip(tokens, types) if ty in (CONTROL, UNKNOWN)]
-    user = [AddedToken(t, special=False, normalized=False) for t, ty in zip(tokens, types) if ty == USER_DEFINED]
-    hf.add_special_tokens(special)
-    hf.add_tokens(user)
+    pairs = list(zip(tokens, types))
+    ctrl = (CONTROL, UNKNOWN)
+    hf.add_special_tokens([AddedToken(t, special=True, normalized=False) for t, ty in pairs if ty in ctrl])
+    hf.add_tokens([AddedToken(t, special=False, normalized=False) for t, ty in pairs if ty == USER_DEFINED])
 
 
 def _vocab_map(tokens: list[str]) -> dict[str, int]:
