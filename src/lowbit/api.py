@@ -131,6 +131,9 @@ def _open_source(path: Path):
     if path.is_dir():
         from .io.safetensors import SafetensorsSource
         return SafetensorsSource(path)
+    from .io.native import NativeSource, is_native
+    if is_native(path):                              # pre-packed .lowbit file (lowbit convert)
+        return NativeSource(path)
     from .io.gguf import GGUFSource
     src = GGUFSource(path)
     if "lowbit.cb.version" in src.reader.fields:    # written by `lowbit quantize --format cb4/cb2`
@@ -141,6 +144,8 @@ def _open_source(path: Path):
 
 def _tokenizer_for(src, path: Path):
     from .tokenizer import Tokenizer
+    if hasattr(src, "tokenizer"):                    # native files carry their own tokenizer record
+        return src.tokenizer()
     if path.is_dir():
         if not (path / "tokenizer.json").exists():
             raise ModelFileError(f"{path}: missing tokenizer (no tokenizer.json in the directory)")
@@ -169,6 +174,10 @@ def load(path=None, format: Optional[str] = None, n_ctx: Optional[int] = None, t
     rss0 = _rss_bytes()
     t0 = time.perf_counter()
     src = _open_source(p)
+    if getattr(src, "format", None):                 # a .lowbit file is already in one format
+        if format is not None and fmt != src.format:
+            raise ValueError(f"{p} is pre-packed as {src.format}; convert again for {fmt}")
+        fmt = src.format
     try:
         tok = _tokenizer_for(src, p)
         src.drop_metadata()

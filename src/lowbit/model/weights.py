@@ -61,6 +61,8 @@ def keep_q8(src, names, fmt, sensitive):
 
 def build_linear(src, names, fmt, log, sensitive=False):
     """Fuse the [N_i, K] matrices `names` along N into one runtime weight; log one line per source tensor."""
+    if hasattr(src, "prepacked_linear"):       # native .lowbit file: stored in the kernels' layout (io/native.py)
+        return src.prepacked_linear(names, log)
     if hasattr(src, "codebook_linear") and all(src.info(n)[0] in ("CB4", "CB2") for n in names):
         return PackedLinear(src.codebook_linear(names, log))     # learned tables: used as stored
     shapes = [src.info(n)[1] for n in names]
