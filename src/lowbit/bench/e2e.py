@@ -102,16 +102,10 @@ class _Lowbit:
     name = "lowbit"
 
     def __init__(self, path, fmt, n_ctx, batch):
-        from .. import ops
-        from ..io.gguf import GGUFSource
-        from ..model import LlamaModel
+        from .. import api, ops
         self.ops = ops
-        # the model alone: speed needs no tokenizer (random token ids, as llama-bench)
-        src = GGUFSource(path)
-        try:
-            self.model = LlamaModel(src, fmt, n_ctx=n_ctx, n_batch=batch)
-        finally:
-            src.close()
+        self.llm = api.load(path, format=fmt, n_ctx=n_ctx, n_batch=batch)
+        self.model = self.llm.model
         self.weight_bytes = int(self.model.weight_bytes)
 
     def set_threads(self, t):

@@ -24,7 +24,9 @@ def collect(paths, test="tg", threads=None):
     if not rows:
         raise ValueError(f"no {test} rows in {', '.join(map(str, paths))} (run `lowbit bench ... --json`)")
     t = threads or max(r["threads"] for r in rows)
+    # KLD by format; it may come from another (real) model than the speed rows (synthetic weights have no quality)
     kld = {p["format"]: p["kld"]["kld_mean"] for p in ppl if p.get("kld")}
+    kld_src = sorted({p.get("model", "?") for p in ppl if p.get("kld")})
     points = []
     for r in rows:
         if r["threads"] != t:
@@ -32,7 +34,7 @@ def collect(paths, test="tg", threads=None):
         points.append({"label": f"{r['engine']} {r['format']}", "model": r["model"], "engine": r["engine"],
                        "format": r["format"], "bpw": r["bpw"], "tps": r["median"],
                        "kld": kld.get(r["format"]) if r["engine"] == "lowbit" else None, "test": r["test"],
-                       "threads": t})
+                       "threads": t, "kld_source": ", ".join(kld_src)})
     return points
 
 
@@ -68,7 +70,10 @@ def main(args):
     models = sorted({p["model"] for p in pts})
     ax.set_xlabel("bits per weight (streamed matrices)")
     ax.set_ylabel(f"{pts[0]['test']} tokens/s ({pts[0]['threads']} threads)")
-    ax.set_title(f"{', '.join(models)}: speed vs size (circle = lowbit, square = llama.cpp)", fontsize=9)
+    title = f"{', '.join(models)}: speed vs size (circle = lowbit, square = llama.cpp)"
+    if klds:
+        title += f"\nKLD (color/size) measured on {pts[0]['kld_source']}"
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
