@@ -102,7 +102,7 @@ def test_stream_decoder_matches_decode(name):
     for _ in range(3):  # also byte soup: ids cut mid UTF-8 sequence
         ids += [rng.randrange(tok.vocab_size) for _ in range(50)]
     usable = [i for i in ids if tok.token_text(i) and not tok.token_text(i).startswith("<|pruned")]
-    sd = tok.stream_decoder()
+    sd = tok.stream_decoder(after_prompt=False)
     pieces = [sd.push(i) for i in usable]
     assert "".join(pieces) + sd.flush() == tok.decode(usable)
     assert not any("\ufffd" in p for p in pieces[:len(tok.encode(text, add_bos=False))])
@@ -110,10 +110,24 @@ def test_stream_decoder_matches_decode(name):
 
 def test_stream_decoder_holds_split_utf8(stories):
     ids = stories.encode("a🦙b", add_bos=False)
-    sd = stories.stream_decoder()
+    sd = stories.stream_decoder(after_prompt=False)
     out = [sd.push(i) for i in ids]
     assert "".join(out) + sd.flush() == "a🦙b"
     assert "🦙" in out and all("\ufffd" not in o for o in out)
+
+
+@pytest.mark.parametrize("name", ["stories", "llama-spm", "gpt-2"])
+def test_stream_after_prompt_keeps_word_space(name, stories):
+    """Generated text continues a prompt: pieces must read as llama.cpp's token_to_piece (no space dropped)."""
+    tok = stories if name == "stories" else vocab_tok(name)
+    prompt, gen = "Once upon a", " time, there was a cat.\n"
+    ids = tok.encode(prompt + gen, add_bos=False)
+    n = len(tok.encode(prompt, add_bos=False))
+    assert ids[:n] == tok.encode(prompt, add_bos=False)
+    sd = tok.stream_decoder()
+    out = "".join(sd.push(i) for i in ids[n:]) + sd.flush()
+    assert out == gen
+    assert tok.decode(ids[:n]) + out == prompt + gen
 
 
 def test_bad_input_errors(stories):

@@ -206,8 +206,21 @@ class Tokenizer:
     def token_text(self, token_id: int) -> str:
         return self._hf.id_to_token(self._check_ids([token_id])[0])
 
-    def stream_decoder(self, skip_special: bool = True) -> "StreamDecoder":
-        return StreamDecoder(self, skip_special)
+    def stream_decoder(self, skip_special: bool = True, after_prompt: bool = True) -> "StreamDecoder":
+        return StreamDecoder(self, skip_special, after_prompt)
+
+    def _space_anchor(self) -> tuple[int, str] | None:
+        """(id, text) of a plain one-letter token if this decoder strips a leading space (SentencePiece), else None."""
+        if not hasattr(self, "_anchor_cache"):
+            self._anchor_cache = None
+            sp = self._hf.token_to_id("\u2581")
+            if sp is not None and self._hf.decode([sp, sp]) == " ":
+                for ch in "abcdefghijklmnopqrstuvwxyz":
+                    i = self._hf.token_to_id(ch)
+                    if i is not None and self._hf.decode([i, sp]) == ch + " ":
+                        self._anchor_cache = (i, ch)
+                        break
+        return self._anchor_cache
 
     # ---- chat ---------------------------------------------------------------------------------------------------
     def apply_chat_template(self, messages: list[dict], add_generation_prompt: bool = True, **extra) -> str:
@@ -223,20 +236,29 @@ class Tokenizer:
 
 
 class StreamDecoder:
-    """Incremental decode: push(id) returns only text that can no longer change (no half UTF-8 sequence, SPM
-    leading-space rule applied), so the concatenation of all pushes + flush() equals decode(all ids)."""
+    """Incremental decode: push(id) returns only text that can no longer change (no half UTF-8 sequence), so the
+    concatenation of all pushes + flush() equals the decode of all ids.
 
-    def __init__(self, tok: Tokenizer, skip_special: bool = True):
+    after_prompt=True (default): the ids continue earlier text, so a SentencePiece word-start token ("\u2581time")
+    yields " time" as llama.cpp's token_to_piece does; False: the text starts here and, like decode(), drops the
+    one space SentencePiece prefixed."""
+
+    def __init__(self, tok: Tokenizer, skip_special: bool = True, after_prompt: bool = True):
         self._tok = tok
         self._skip = skip_special
+        # decoding behind a fixed one-letter token keeps the SPM decoder's strip-one-leading-space off our text
+        self._anchor = tok._space_anchor() if after_prompt else None
         self._ids: list[int] = []
-        self._emitted = ""  # decode(self._ids[:self._read]) == what was already returned
+        self._emitted = ""  # text of self._ids already returned
 
     def _decode(self, ids):
-        return self._tok.decode(ids, skip_special=self._skip)
+        if self._anchor is None:
+            return self._tok.decode(ids, skip_special=self._skip)
+        aid, atext = self._anchor
+        return self._tok.decode([aid, *ids], skip_special=self._skip)[len(atext):]
 
     def push(self, token_id: int) -> str:
-        self._ids.append(int(self._tok._check_ids([token_id])[0]))
+        self._ids.append(self._tok._check_ids([token_id])[0])
         text = self._decode(self._ids)
         # hold back an incomplete UTF-8 tail (decoded as U+FFFD) until the next bytes arrive
         if text.endswith("\ufffd") or not text.startswith(self._emitted):
