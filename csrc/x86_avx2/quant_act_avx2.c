@@ -2,7 +2,7 @@
  * d = amax/127 (fp32, then RNE to fp16 by F16C), q = roundf(x * (1/d)) with ties away from zero, done
  * exactly as trunc(v) + sign(v) when |v - trunc(v)| >= 0.5 (v - trunc(v) is exact). The scalar version
  * called libm roundf per element and showed as ~10% of a 512-token GEMM. A block holding a non-finite value
- * goes through the scalar reference so even garbage matches it. */
+ * (or a scale so small that 1/d overflows) goes through the scalar reference, so even garbage matches it. */
 #ifndef __AVX2__
 #error "this file must be compiled with -mavx2 -mfma -mf16c"
 #endif
@@ -42,6 +42,7 @@ AI int quant_block(const float *x, __m256i *q, uint16_t *dh, int16_t *bsum) {
     }
     if (_mm256_movemask_ps(fin) != 0xff) return 0;
     const float d = hmax8(amax) / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    if (id > FLT_MAX) return 0;   /* subnormal d: 1/d overflows; the reference's int8 cast decides */
     const __m256 vid = _mm256_set1_ps(id);
     __m256i r[4];
     for (int i = 0; i < 4; i++) r[i] = round_away(_mm256_mul_ps(v[i], vid));
