@@ -1,0 +1,52 @@
+"""`lowbit bench kernels` plumbing (not speed): options are checked, rows are computed from the timings and the
+measured ceilings they claim to use. The machine probes are replaced by fixed numbers to keep this fast."""
+import json
+
+import pytest
+
+from lowbit import cli
+from lowbit.bench import kernels, roofline
+
+FAKE_ROOF = {"clock_ghz": 2.0, "int8_macs_per_cycle_per_core": 32, "bandwidth_gbs": {"1": 10.0, "2": 16.0}}
+
+
+@pytest.fixture
+def fake_roof(monkeypatch):
+    monkeypatch.setattr(roofline, "measure", lambda threads, nbytes=1 << 30: dict(FAKE_ROOF))
+
+
+def test_rows_use_measured_ceilings(fake_roof, tmp_path):
+    out = tmp_path / "k.json"
+    rc = cli.main(["bench", "kernels", "--shapes", "24x64", "--formats", "q4_0,q8_0", "-t", "1,2", "--reps", "1",
+                   "--json", str(out)])
+    assert rc == 0
+    res = json.loads(out.read_text())
+    assert [(r["format"], r["threads"]) for r in res["rows"]] == [("q4_0", 1), ("q4_0", 2), ("q8_0", 1), ("q8_0", 2)]
+    for r in res["rows"]:
+        assert r["gemv_gbs"] == pytest.approx(r["weight_bytes"] / (r["gemv_ms"] / 1e3) / 1e9)
+        assert r["gemv_frac_bw"] == pytest.approx(r["gemv_gbs"] / FAKE_ROOF["bandwidth_gbs"][str(r["threads"])])
+        assert r["gemm_gmacs"] == pytest.approx(kernels.GEMM_M * 24 * 64 / (r["gemm_ms"] / 1e3) / 1e9)
+        assert r["gemm_frac_peak"] == pytest.approx(r["gemm_gmacs"] / (32 * 2.0 * r["threads"]))
+        assert r["numpy_gemm_ms"] > 0 and r["gemm_speedup_vs_numpy"] == pytest.approx(r["numpy_gemm_ms"] / r["gemm_ms"])
+    assert res["rows"][2]["weight_bytes"] > res["rows"][0]["weight_bytes"]   # q8_0 streams more than q4_0
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["-t", "0"], "--threads"),
+    (["-t", "a"], "--threads"),
+    (["--formats", "cb4"], "cb4"),
+    (["--formats", "nope"], "nope"),
+    (["--shapes", "10x33"], "multiple of 32"),
+    (["--shapes", "4096"], "NxK"),
+    (["--reps", "0"], "--reps"),
+])
+def test_bad_options_are_clear_errors(fake_roof, capsys, argv, msg):
+    assert cli.main(["bench", "kernels"] + argv) == 1
+    assert msg in capsys.readouterr().err
+
+
+def test_model_target_goes_to_e2e(capsys):
+    with pytest.raises(SystemExit):   # e2e's own parser: -h prints its options
+        cli.main(["bench", "some.gguf", "-h"])
+    out = capsys.readouterr().out
+    assert out.startswith("usage: lowbit bench") and "model" in out and "kernels" not in out.split("\n")[0]
