@@ -106,7 +106,7 @@ def _post(srv, body, key=KEY, path="/v1/completions"):
 
 
 @pytest.mark.parametrize("case", ["malformed", "unknown_model", "negative_max_tokens", "oversized_prompt",
-                                  "wrong_key"])
+                                  "wrong_key", "bad_token_id"])
 def test_bad_requests_4xx_and_still_serving(server, client, case):
     srv = server[0]
     body = {"model": "stories260K", "prompt": "Once upon a time", "max_tokens": 8}
@@ -119,6 +119,8 @@ def test_bad_requests_4xx_and_still_serving(server, client, case):
         body["max_tokens"] = -1
     elif case == "oversized_prompt":
         body["prompt"] = "Once upon a time there was a dog. " * 200
+    elif case == "bad_token_id":
+        body["prompt"] = [1, 2, 10**6]
     else:
         key = "sk-wrong"
     r = _post(srv, body, key=key)
@@ -126,7 +128,8 @@ def test_bad_requests_4xx_and_still_serving(server, client, case):
     err = r.json()["error"]
     assert err["message"] and err["type"]
     expect = {"malformed": (400, "JSON"), "unknown_model": (404, "gpt-4"), "negative_max_tokens": (400, "max_tokens"),
-              "oversized_prompt": (400, "context length"), "wrong_key": (401, "API key")}[case]
+              "oversized_prompt": (400, "context length"), "wrong_key": (401, "API key"),
+              "bad_token_id": (400, "vocabulary")}[case]
     assert r.status_code == expect[0] and expect[1] in err["message"]
     ok = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=4, temperature=0)
     assert ok.usage.completion_tokens > 0
@@ -134,8 +137,8 @@ def test_bad_requests_4xx_and_still_serving(server, client, case):
 
 @pytest.mark.parametrize("fmt", ["q4_0", "q8_0", "f32"])
 def test_batched_decode_is_bit_identical_to_lone_decode(fmt):
-    """The continuous-batching step (M rows through GEMM) must give each sequence exactly the logits its lone
-    GEMV decode gives, or greedy answers would depend on who else is being served."""
+    """The continuous-batching step (M rows through GEMM) must give each sequence exactly the logits it gets
+    alone (M = 1, GEMV), or greedy answers would depend on who else is being served."""
     import numpy as np
     from lowbit.server.engine import SamplingParams
     from lowbit.server.lowbit_engine import decode_batch
@@ -144,11 +147,36 @@ def test_batched_decode_is_bit_identical_to_lone_decode(fmt):
     prompts = [e.encode(p) for p in PROMPTS[:5]]
     seqs = [e.start(ids, SamplingParams(max_tokens=8, temperature=0))[0] for ids in prompts]
     lone = []
-    for s in seqs:  # lone decode on a copy of each cache, same pending token
+    for s in seqs:  # lone step on a copy of each cache, same pending token
         kv = type(s.cache)(m.config.n_layer, m.config.n_head_kv, 64, m.config.head_dim)
         kv.k[:], kv.v[:], kv.pos = s.cache.k, s.cache.v, s.cache.pos
-        m.cache = kv
-        lone.append(m.decode(s.last).reshape(-1).copy())
+        lone.append(decode_batch(m, [kv], [s.last])[0].copy())
     batched = decode_batch(m, [s.cache for s in seqs], [s.last for s in seqs])
     for i in range(len(seqs)):
         np.testing.assert_array_equal(batched[i], lone[i])
+
+
+DECODE_RTOL = 1e-4  # same math, different op order: float32 rounding only
+
+
+def test_server_decode_step_agrees_with_runtime_decode():
+    """The server's own step (per-sequence caches swapped into the shared model) against LlamaModel.decode, in
+    f32 (no activation quantization, so only rounding differs): catches the runtime changing how it reaches
+    its cache."""
+    import numpy as np
+    from lowbit.server.engine import SamplingParams
+    from lowbit.server.lowbit_engine import decode_batch
+    e = LowbitEngine.load(None, format="f32", n_ctx=64)
+    m = e.model
+    a, _ = e.start(e.encode("Once upon a time"), SamplingParams(max_tokens=8, temperature=0))
+    b, _ = e.start(e.encode("The little dog"), SamplingParams(max_tokens=8, temperature=0))  # a's cache idle
+    for _ in range(3):
+        ref_kv = type(a.cache)(m.config.n_layer, m.config.n_head_kv, 64, m.config.head_dim)
+        ref_kv.k[:], ref_kv.v[:], ref_kv.pos = a.cache.k, a.cache.v, a.cache.pos
+        ours = decode_batch(m, [a.cache], [a.last])[0].copy()
+        e._on(type("S", (), {"cache": ref_kv, "kT": [ref_kv.k[i].transpose(0, 2, 1)
+                                                      for i in range(m.config.n_layer)]})())
+        theirs = m.decode(a.last).reshape(-1).copy()
+        scale = np.abs(theirs).max()
+        np.testing.assert_allclose(ours, theirs, rtol=0, atol=DECODE_RTOL * scale)
+        a.sample(ours)

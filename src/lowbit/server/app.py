@@ -131,6 +131,11 @@ class Server:
             ids = await asyncio.to_thread(self.engine.encode, req.prompt)
         else:
             ids = list(req.prompt)
+            vocab = getattr(self.engine, "vocab_size", None)
+            bad = [t for t in ids if t < 0 or (vocab is not None and t >= vocab)]
+            if bad:
+                raise S.APIError(400, f"prompt token id {bad[0]} is outside the vocabulary (size {vocab})",
+                                 param="prompt")
         return await self._respond(request, req, ids, chat=False)
 
     async def chat(self, request: Request):

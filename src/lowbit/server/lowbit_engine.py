@@ -39,6 +39,8 @@ class Sequence:
         self.sampler = Sampler(SamplerConfig(temperature=params.temperature, top_k=0, top_p=params.top_p,
                                              min_p=0.0, repeat_penalty=1.0, seed=params.seed))
         self.dec = engine.tokenizer.stream_decoder()
+        # the runtime's decode writes K through transposed views made for the cache it was built with
+        self.kT = [self.cache.k[i].transpose(0, 2, 1) for i in range(cfg.n_layer)]
         self.prompt_ids = prompt_ids
         self.counts: dict[int, int] = {}
         self.last: int | None = None  # last sampled token, not yet run through the model
@@ -56,6 +58,7 @@ class LowbitEngine:
         self.llm, self.model, self.tokenizer = llm, llm.model, llm.tokenizer
         self.model_id = model_id or llm.path.stem
         self.n_ctx = self.model.n_ctx
+        self.vocab_size = self.model.config.vocab_size
         self.eot = set(int(t) for t in self.tokenizer.eot_ids)
 
     @classmethod
@@ -74,21 +77,23 @@ class LowbitEngine:
         return self.tokenizer.encode(text, add_bos=False, parse_special=True)  # templates write BOS themselves
 
     # -- one sequence at a time (the round-robin path) ---------------------------------------------------------
-    def _on(self, cache: KVCache) -> None:
-        self.model.cache = cache
+    def _on(self, s: Sequence) -> None:
+        """Point the shared model at this sequence's cache (only the engine thread runs the model)."""
+        self.model.cache = s.cache
+        if hasattr(self.model, "kT"):
+            self.model.kT = s.kT
 
     def start(self, prompt_ids: list[int], params: SamplingParams) -> tuple[Sequence, int]:
-        """Prefill the prompt into a fresh cache and sample the first token."""
+        """Prefill the prompt into a fresh cache (the runtime's GEMM prefill) and sample the first token."""
         s = Sequence(self, prompt_ids, params)
-        self._on(s.cache)
+        self._on(s)
         return s, s.sample(self.model.prefill(prompt_ids))
 
     def text(self, s: Sequence, tok: int) -> str:
         return s.dec.push(tok)
 
     def step(self, s: Sequence) -> int:
-        self._on(s.cache)
-        return s.sample(self.model.decode(s.last))
+        return self.step_batch([s])[0]
 
     # -- many sequences per step (continuous batching) ---------------------------------------------------------
     def is_eos(self, tok: int) -> bool:
@@ -98,9 +103,8 @@ class LowbitEngine:
         return s.dec.flush()
 
     def step_batch(self, seqs: list[Sequence]) -> list[int]:
-        """Advance every sequence by its pending token; one sampled token each."""
-        if len(seqs) == 1:  # the GEMV path, exactly what a lone request runs
-            return [self.step(seqs[0])]
+        """Advance every sequence by its pending token; one sampled token each. A lone sequence takes the same
+        code path (M = 1), so its answer cannot depend on how many others share the step."""
         out = []
         for i in range(0, len(seqs), self.model.n_batch):
             chunk = seqs[i: i + self.model.n_batch]
@@ -134,7 +138,7 @@ def _rows(w, x, out):
 def decode_batch(m, caches: list[KVCache], toks: list[int]) -> np.ndarray:
     """One decode step for M independent sequences: the linear layers see M rows (GEMM kernels, weights read
     once per step instead of M times); RoPE and attention use each sequence's own position and cache.
-    Mirrors LlamaModel.decode op for op. Returns logits [M, vocab]."""
+    Every op is row-wise, so a row's result does not depend on M. Returns logits [M, vocab]."""
     c, M = m.config, len(toks)
     hd, Hkv = c.head_dim, c.n_head_kv
     G = c.n_head // Hkv
