@@ -5,14 +5,14 @@ import json
 import pytest
 
 from lowbit import cli
-from lowbit.bench import kernels, roofline
+from lowbit.bench import kernels
 
 FAKE_ROOF = {"clock_ghz": 2.0, "int8_macs_per_cycle_per_core": 32, "bandwidth_gbs": {"1": 10.0, "2": 16.0}}
 
 
 @pytest.fixture
 def fake_roof(monkeypatch):
-    monkeypatch.setattr(roofline, "measure", lambda threads, nbytes=1 << 30: dict(FAKE_ROOF))
+    monkeypatch.setattr(kernels, "measure_machine", lambda threads: dict(FAKE_ROOF))
 
 
 def test_rows_use_measured_ceilings(fake_roof, tmp_path):
