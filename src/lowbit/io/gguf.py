@@ -41,6 +41,8 @@ def open_reader(path):
         magic = f.read(4)
     if magic != b"GGUF":
         raise ModelFileError(f"{path} is not a GGUF file (magic {magic!r}, expected b'GGUF')")
+    from .gguf_check import check_gguf_file
+    check_gguf_file(path)              # bounds-check the header before the reader trusts it (hostile files)
     try:
         reader = _reader_class()(path, "r")
     except Exception as e:  # the reader fails deep inside numpy on short files: say what it means
@@ -101,7 +103,12 @@ class GGUFSource(TensorSource):
     def __init__(self, path):
         self.path = os.fspath(path)
         self.reader = open_reader(self.path)
-        self.config = read_config(self.reader, self.path)
+        try:
+            self.config = read_config(self.reader, self.path)
+        except ModelFileError:
+            raise
+        except (TypeError, ValueError, OverflowError, IndexError) as e:   # e.g. a string where a count belongs
+            raise ModelFileError(f"{self.path}: bad GGUF metadata ({type(e).__name__}: {e})") from None
         self._t = {t.name: t for t in self.reader.tensors}
         for t in self.reader.tensors:
             if t.tensor_type.name not in SUPPORTED_TYPES and not (t.tensor_type.name == "I8" and

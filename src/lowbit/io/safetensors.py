@@ -104,6 +104,13 @@ class SafetensorsSource(TensorSource):
                 start, end = header[k]["data_offsets"]
                 if base + end > size:
                     raise ModelFileError(f"{file}: truncated: tensor {k} ends at {base + end}, file has {size}")
+                want_nd = 1 if name.endswith("norm.weight") else 2
+                if len(shape) != want_nd or min(shape, default=0) < 1:     # hostile/odd headers: say so here
+                    raise ModelFileError(f"{file}: tensor {k} has shape {list(shape)}; expected {want_nd}-D with "
+                                         f"positive sizes")
+                if (base + start) % _DTYPES[dt][1]:
+                    raise ModelFileError(f"{file}: tensor {k} data at offset {base + start} is not aligned to "
+                                         f"its {_DTYPES[dt][1]}-byte elements")
                 self._t[name] = (file, base + start, tuple(int(s) for s in shape), _DTYPES[dt][0], end - start)
         if self.config.tied_embeddings or "output.weight" not in self._t:
             self.config.tied_embeddings = True
