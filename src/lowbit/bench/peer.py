@@ -103,11 +103,12 @@ def quantize(src: str, dst: str, ftype: str = "Q4_K_M", threads: int = 0) -> str
 # ---------------------------------------------------------------- worker side (runs in the peer venv)
 
 def _quantize_main(src, dst, ftype, threads):
+    import ctypes
     import llama_cpp
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = getattr(llama_cpp, f"LLAMA_FTYPE_MOSTLY_{ftype.upper()}")
     params.nthread = int(threads)
-    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), params)
+    rc = llama_cpp.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
     if rc != 0:
         raise SystemExit(f"llama_model_quantize returned {rc}")
 
@@ -119,6 +120,14 @@ def _worker():
     out = sys.stdout
     sys.stdout = sys.stderr  # llama.cpp/python chatter must not corrupt the protocol stream
     llm = None
+
+    def fresh():
+        llm.reset()                      # n_tokens = 0; the next eval removes every cached position
+        llm._ctx.kv_cache_clear()
+
+    def sync():
+        llama_cpp.llama_synchronize(llm.ctx)   # as llama-bench: decode may return before the graph is done
+
     for line in sys.stdin:
         req = json.loads(line)
         op = req["op"]
@@ -137,22 +146,21 @@ def _worker():
                 llama_cpp.llama_set_n_threads(llm.ctx, req["n"], req["n"])
                 resp = {"ok": True}
             elif op == "pp":
-                llm.reset()
-                llm._ctx.kv_cache_clear() if hasattr(llm._ctx, "kv_cache_clear") else None
+                fresh()
                 t = time.perf_counter()
                 llm.eval(req["tokens"])
+                sync()
                 resp = {"seconds": time.perf_counter() - t}
             elif op == "tg":
-                llm.reset()
-                llm._ctx.kv_cache_clear() if hasattr(llm._ctx, "kv_cache_clear") else None
+                fresh()
                 tok = req["token"]
                 t = time.perf_counter()
                 for _ in range(req["n"]):
                     llm.eval([tok])
+                    sync()
                 resp = {"seconds": time.perf_counter() - t}
             elif op == "logits":
-                llm.reset()
-                llm._ctx.kv_cache_clear() if hasattr(llm._ctx, "kv_cache_clear") else None
+                fresh()
                 llm.eval(req["tokens"])
                 np.save(req["out"], np.asarray(llm.scores[: len(req["tokens"])], dtype=np.float32))
                 resp = {"out": req["out"]}
