@@ -260,7 +260,7 @@ def test_long_text_cut_changes_nothing(name, stories):
 
 
 EXTRA_VOCABS = ["phi-3", "qwen2", "mpt", "refact", "falcon", "deepseek-coder", "deepseek-llm", "command-r",
-                "baichuan", "qwen35", "gpt-2", "llama-bpe", "starcoder", "llama-spm"]
+                "qwen35", "gpt-2", "llama-bpe", "starcoder", "llama-spm"]
 
 
 @pytest.mark.slow

@@ -19,6 +19,8 @@ _LLAMA3 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{
            r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 _QWEN2 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
           r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_QWEN35 = (r"(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}"
+           r"| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
 # llama.cpp's DEEPSEEK_LLM / DEEPSEEK_CODER / FALCON regex lists, verbatim
 _DEEPSEEK_LLM = [
@@ -54,6 +56,7 @@ _BPE_PRE: dict[str, tuple[list[str], bool]] = {
     "codeshell": ([r"\p{N}", _GPT2], False), "exaone": ([r"\p{N}", _GPT2], False),
     "falcon": (_FALCON, False), "deepseek-coder": (_DEEPSEEK_CODER, False),
     "deepseek-llm": (_DEEPSEEK_LLM, False),
+    "qwen35": ([_QWEN35], False),
     "qwen2": ([_QWEN2], False), "stablelm2": ([_QWEN2], False), "deepseek-r1-qwen": ([_QWEN2], False),
 }
 
