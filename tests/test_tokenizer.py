@@ -130,6 +130,14 @@ def test_stream_after_prompt_keeps_word_space(name, stories):
     assert tok.decode(ids[:n]) + out == prompt + gen
 
 
+def test_add_bos_defaults_follow_llama_cpp():
+    # none of these GGUFs sets tokenizer.ggml.add_bos_token except llama-spm (true)
+    assert "tokenizer.ggml.add_bos_token" not in json.load(gzip.open(DATA / "llama-bpe.json.gz", "rt"))
+    assert vocab_tok("llama-bpe").add_bos and vocab_tok("llama-bpe").encode("hi")[0] == 128000
+    assert not vocab_tok("gpt-2").add_bos and not vocab_tok("starcoder").add_bos
+    assert vocab_tok("llama-spm").add_bos and vocab_tok("llama-spm").encode("hi")[0] == 1
+
+
 def test_bad_input_errors(stories):
     with pytest.raises(ValueError, match="out of range"):
         stories.decode([0, 512])

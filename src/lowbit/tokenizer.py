@@ -105,7 +105,8 @@ class Tokenizer:
                 raise ValueError("gpt2 (BPE) vocabulary needs 'tokenizer.ggml.merges'")
             hf = build_bpe(tokens, merges, types, meta.get(_P + "pre"))
             tail = hf
-            default_bos, default_eos, default_add_bos = 11, 11, False
+            # llama.cpp's defaults when the GGUF has no add_bos_token: on for Llama-3-style pre-tokenizers only
+            default_bos, default_eos, default_add_bos = 11, 11, meta.get(_P + "pre") in ("llama-bpe", "llama3")
         else:
             raise ValueError(f"unsupported tokenizer.ggml.model {model!r} (supported: 'llama', 'gpt2')")
 
