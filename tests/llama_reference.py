@@ -11,7 +11,8 @@ def _meta(r, key, default=None):
 
 
 def reference_logits(path, tokens):
-    r = gguf.GGUFReader(str(path))
+    from lowbit.io.gguf import open_reader      # only the faster metadata parsing; tensors as gguf reads them
+    r = open_reader(path)
     arch = _meta(r, "general.architecture")
     t = {x.name: x for x in r.tensors}
 

@@ -90,3 +90,10 @@ def test_embedded_model_generates_and_streams():
     assert "".join(llm.stream("Once upon a time", max_tokens=24, temperature=0, stop=["Lily"])).endswith("named ")
     a = llm.generate("Once upon a time", max_tokens=20, temperature=1.0, seed=5)
     assert a == llm.generate("Once upon a time", max_tokens=20, temperature=1.0, seed=5)
+
+
+def test_cli_run_default_model_prints_story(capsys):
+    from lowbit.cli import main
+    assert main(["run", "Once upon a time", "--temp", "0", "-n", "30"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Once upon a time, there was a little girl named Lily"), out
