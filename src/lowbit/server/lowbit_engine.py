@@ -7,6 +7,7 @@ per sequence because every sequence has its own cache and position.
 """
 from __future__ import annotations
 
+import threading
 from typing import Iterator
 
 import numpy as np
@@ -59,6 +60,8 @@ class LowbitEngine:
         self.model_id = model_id or llm.path.stem
         self.n_ctx = self.model.n_ctx
         self.vocab_size = self.model.config.vocab_size
+        # requests are tokenized on worker threads; the tokenizer's parse_special switch is shared state
+        self._encode_lock = threading.Lock()
         self.eot = set(int(t) for t in self.tokenizer.eot_ids)
 
     @classmethod
@@ -67,14 +70,16 @@ class LowbitEngine:
         return cls(load(path, format=format, n_ctx=n_ctx, threads=threads), model_id)
 
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text) if text else []
+        with self._encode_lock:
+            return self.tokenizer.encode(text) if text else []
 
     def chat_ids(self, messages: list[dict]) -> list[int]:
         if not self.tokenizer.chat_template:
             # no template in the model file (e.g. stories260K, a base model): the contents, one per line
-            return self.tokenizer.encode("\n".join(m["content"] for m in messages))
+            return self.encode("\n".join(m["content"] for m in messages))
         text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)  # ValueError -> 400
-        return self.tokenizer.encode(text, add_bos=False, parse_special=True)  # templates write BOS themselves
+        with self._encode_lock:  # templates write BOS themselves; their special tokens are parsed
+            return self.tokenizer.encode(text, add_bos=False, parse_special=True)
 
     # -- one sequence at a time (the round-robin path) ---------------------------------------------------------
     def _on(self, s: Sequence) -> None:
