@@ -180,3 +180,70 @@ def test_server_decode_step_agrees_with_runtime_decode():
         scale = np.abs(theirs).max()
         np.testing.assert_allclose(ours, theirs, rtol=0, atol=DECODE_RTOL * scale)
         a.sample(ours)
+
+
+def test_client_disconnect_cancels_generation(server, client):
+    """Close a stream after two chunks: the sequence leaves the batch long before its 200 tokens."""
+    import time
+    sched = server[2].state.server.sched
+    before = sched.stats["cancelled"]
+    s = client.completions.create(model="stories260K", prompt="Once upon a time", max_tokens=200,
+                                  temperature=0, stream=True)
+    it = iter(s)
+    next(it), next(it)
+    s.close()
+    deadline = time.monotonic() + 10
+    while (sched.stats["cancelled"] == before or sched.load["active"]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sched.stats["cancelled"] == before + 1 and sched.load["active"] == 0
+
+
+def test_lowbit_serve_command(tmp_path):
+    """The real `lowbit serve` process: binds 127.0.0.1, checks the key, stops on SIGTERM."""
+    import socket
+    import subprocess
+    import sys
+    import time
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "lowbit.cli", "serve", "--port", str(port), "--api-key", KEY,
+                             "--ctx", "128", "--log-level", "warning"], stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stderr.read()
+            try:
+                if HTTP.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "lowbit serve did not come up in 60 s"
+            time.sleep(0.2)
+        assert HTTP.get(url + "/v1/models").status_code == 401
+        r = HTTP.get(url + "/v1/models", headers={"Authorization": f"Bearer {KEY}"})
+        assert r.status_code == 200 and r.json()["data"][0]["id"] == "stories260K"
+        listen = _listening_addresses(port)
+        if listen is not None:  # Linux: the socket table says where it listens
+            assert listen == {"127.0.0.1"}, listen
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode is not None
+
+
+def _listening_addresses(port):
+    """IPv4 addresses listening on port, from /proc/net/tcp (None where that table does not exist)."""
+    import ipaddress
+    from pathlib import Path
+    table = Path("/proc/net/tcp")
+    if not table.exists():
+        return None
+    out = set()
+    for line in table.read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, p = local.split(":")
+        if int(p, 16) == port and state == "0A":  # 0A = LISTEN
+            out.add(str(ipaddress.IPv4Address(bytes.fromhex(addr)[::-1])))
+    return out
