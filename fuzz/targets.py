@@ -85,10 +85,10 @@ def seeds(kind: str) -> list:
     import tiny_llama
     from gguf import GGMLQuantizationType as T
     tiny = dict(n_embd=64, n_head=4, n_head_kv=2, n_ff=96, n_layer=1, vocab=32, ctx=64)
-    if kind in ("gguf", "native"):
+    if kind in ("gguf", "gguf_header", "native"):
         for t in (T.Q4_0, T.Q8_0, T.F16):
             p = tiny_llama.write(_DIR / f"seed_{t.name}.gguf", types={"default": t}, **tiny)
-            if kind == "gguf":
+            if kind in ("gguf", "gguf_header"):
                 out.append(p.read_bytes())
             else:
                 import lowbit
@@ -156,3 +156,15 @@ def native_header_target(data: bytes) -> None:
 
 
 TARGETS["native_header"] = native_header_target
+
+
+def gguf_header_target(data: bytes) -> None:
+    """The GGUF header walk alone, in memory (no file): the fast path for many inputs."""
+    from lowbit.io.gguf_check import check_gguf
+    try:
+        check_gguf(data, len(data))
+    except ModelFileError:
+        return
+
+
+TARGETS["gguf_header"] = gguf_header_target
