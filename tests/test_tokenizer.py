@@ -24,12 +24,15 @@ def vocab_tok(name: str) -> Tokenizer:
         return Tokenizer.from_metadata(json.load(f))
 
 
-def vector_cases(name: str):
+def vector_cases(name: str, folder: Path = DATA):
     """(text, ids) pairs exactly as llama.cpp's tests/test-tokenizer-0.cpp reads NAME.inp / NAME.out."""
-    raw = (DATA / f"{name}.inp").read_bytes().decode("utf-8")
+    raw = (folder / f"{name}.inp").read_bytes().decode("utf-8")
     inp = raw.split(SEP)
-    out = (DATA / f"{name}.out").read_text(encoding="utf-8").split("\n")
-    out = out[:len(inp)]
+    if raw.endswith(SEP):  # the C++ reader stops at the last separator
+        inp.pop()
+    out = (folder / f"{name}.out").read_text(encoding="utf-8").split("\n")
+    if out[-1] == "":  # std::getline: a final newline ends the last line, it does not start another
+        out.pop()
     assert len(inp) == len(out) and len(inp) > 30
     return [(s, [int(x) for x in o.split()]) for s, o in zip(inp, out)]
 
@@ -282,7 +285,6 @@ def test_llama_cpp_vocab_gguf(name):
     if not g.is_file():
         pytest.skip("set LOWBIT_LLAMA_CPP_MODELS to llama.cpp's models/ folder (llama-cpp-python sdist vendor/)")
     tok = Tokenizer.from_gguf(gguf.GGUFReader(str(g)))
-    inp = g.with_name(g.name + ".inp").read_bytes().decode("utf-8").split(SEP)
-    out = g.with_name(g.name + ".out").read_text(encoding="utf-8").split("\n")[:len(inp)]
-    failed = [s for s, o in zip(inp, out) if tok.encode(s, add_bos=False) != [int(x) for x in o.split()]]
-    assert not failed, f"{len(failed)}/{len(inp)} differ, first: {failed[0]!r}"
+    cases = vector_cases(g.name, g.parent)
+    failed = [s for s, ids in cases if tok.encode(s, add_bos=False) != ids]
+    assert not failed, f"{len(failed)}/{len(cases)} differ, first: {failed[0]!r}"
