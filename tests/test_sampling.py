@@ -27,10 +27,10 @@ def test_seed_reproducible_and_varies():
 def test_temperature_one_matches_softmax():
     z = np.array([2.0, 1.0, 0.0, -1.0], np.float32)
     s = Sampler(temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, seed=3)
-    n = 20000
+    n = 8000
     counts = np.bincount([s(z) for _ in range(n)], minlength=4) / n
     p = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
-    assert np.abs(counts - p).max() < 0.015          # ~4 sigma at n = 20000
+    assert np.abs(counts - p).max() < 0.025          # ~4.6 sigma at n = 8000
 
 
 def test_top_k_top_p_min_p_restrict_candidates():
