@@ -86,6 +86,12 @@ class LLM:
                 prompt_ids = self.tokenizer.encode(prompt, add_bos=add_bos, parse_special=True)
             else:
                 prompt_ids = self.encode_prompt(prompt, add_bos)
+        n_ctx = self.model.n_ctx
+        if len(prompt_ids) >= n_ctx:          # checked here, not lazily, so callers fail before printing anything
+            from .model.llama import ContextFullError
+            raise ContextFullError(0, len(prompt_ids), n_ctx, f"prompt too long: {len(prompt_ids)} tokens, but the "
+                                   f"context holds {n_ctx} (prompt + at least one new token); shorten the prompt "
+                                   f"or load with a larger n_ctx (model trained on {self.config.n_ctx_train})")
         if sampler is None:
             sampler = Sampler(SamplerConfig(temperature, top_k, top_p, min_p, repeat_penalty, repeat_last_n, seed))
         self.last_stats = GenStats()
