@@ -15,10 +15,11 @@ def add_arguments(p):
 def main(args):
     prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
     llm = load_model(args)
+    pieces = llm.stream(prompt, **sampling_kwargs(args))     # validates the prompt before anything is printed
     out = sys.stdout
     out.write(prompt)
     out.flush()
-    for piece in llm.stream(prompt, **sampling_kwargs(args)):
+    for piece in pieces:
         out.write(piece)
         out.flush()
     out.write("\n")
