@@ -11,7 +11,8 @@
  * into the index (crumb | 4*row-in-table), one lookup serves 4 rows; when all 8 ids of a super-block are < 4
  * the first 4 tables (kept in a register for the whole call) are indexed by 4*id + crumb instead, so no
  * per-block gather. The layout then matches iq4_nl's (elements 8k..8k+7 of rows 4h..4h+3 per ymm) and the
- * dot is its maddubs(|w|, sign(a, w)). cb2 aux holds >= 4 tables (module.c requires 64 bytes). */
+ * dot is its maddubs(|w|, sign(a, w)), or, when those register tables lie in [-64, 63] (what the learner
+ * emits), maddubs(w + 64, a) - 64*Σa without sign ops. cb2 aux holds >= 4 tables (module.c checks 64 bytes). */
 #ifndef __AVX2__
 #error "this file must be compiled with -mavx2 -mfma -mf16c"
 #endif
