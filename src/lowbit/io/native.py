@@ -292,6 +292,11 @@ class NativeSource(TensorSource):
         except Exception as e:   # the tokenizers library reports bad vocabularies in many ways
             raise _bad(self.path, f"unusable tokenizer ({type(e).__name__}: {e})") from None
 
+    def drop_metadata(self):
+        """The tokenizer is built: let go of the parsed header's vocabulary (tens of MB of Python objects)."""
+        if isinstance(self.header, dict):
+            self.header = {k: v for k, v in self.header.items() if k != "tokenizer"}
+
     def prepacked_linear(self, names, log):
         """The weight for the fused matrices `names`, as the model builder's PackedLinear / FloatLinear."""
         from .. import ops
