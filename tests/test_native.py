@@ -114,3 +114,33 @@ def test_codebook_convert(tmp_path, fmt):
 def test_codebook_convert_needs_codebook_source(tmp_path, capsys):
     assert main(["convert", "--format", "cb4", "-o", str(tmp_path / "c.lowbit")]) == 1
     assert "lowbit quantize" in capsys.readouterr().err
+
+
+def test_from_hf_directory(tmp_path):
+    """A safetensors checkpoint directory converts too; the tokenizer travels as its tokenizer.json."""
+    import json
+    from safetensors.numpy import save_file
+    rng = np.random.default_rng(0)
+    E, F, V = 64, 128, lowbit.load().tokenizer.vocab_size
+    shapes = {"model.embed_tokens.weight": (V, E), "model.norm.weight": (E,), "lm_head.weight": (V, E)}
+    for i in range(2):
+        p = f"model.layers.{i}."
+        shapes.update({p + "input_layernorm.weight": (E,), p + "post_attention_layernorm.weight": (E,),
+                       p + "self_attn.q_proj.weight": (E, E), p + "self_attn.k_proj.weight": (32, E),
+                       p + "self_attn.v_proj.weight": (32, E), p + "self_attn.o_proj.weight": (E, E),
+                       p + "mlp.gate_proj.weight": (F, E), p + "mlp.up_proj.weight": (F, E),
+                       p + "mlp.down_proj.weight": (E, F)})
+    hf = tmp_path / "hf"
+    hf.mkdir()
+    save_file({k: (0.05 * rng.standard_normal(s) + (1 if len(s) == 1 else 0)).astype(np.float32)
+               for k, s in shapes.items()}, str(hf / "model.safetensors"))
+    (hf / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": E, "num_attention_heads": 4,
+        "num_key_value_heads": 2, "num_hidden_layers": 2, "intermediate_size": F, "vocab_size": V,
+        "tie_word_embeddings": False}))
+    (hf / "tokenizer.json").write_text(lowbit.load().tokenizer._hf.to_str())
+    out = tmp_path / "hf.lowbit"
+    assert main(["convert", str(hf), "-o", str(out)]) == 0
+    nat, ref = lowbit.load(out), lowbit.load(hf)
+    assert nat.tokenizer.encode(PROMPT) == ref.tokenizer.encode(PROMPT)
+    np.testing.assert_array_equal(_logits(nat), _logits(ref))
