@@ -11,7 +11,7 @@ from conftest import shared_data
 from lowbit.registry import cached_path
 
 LOGIT_ATOL = 2e-3          # our F32 vs a float64 forward, logits of magnitude ~20 (30 layers of f32 rounding)
-WIKI_MIN_AGREEMENT = 0.75  # q4_0 greedy next token == F32's, share of 256 WikiText-2 positions (measured 0.797)
+WIKI_MIN_AGREEMENT = 0.75  # q4_0 greedy next token == F32's, share of 256 WikiText-2 positions (measured 0.79-0.80; q8_0: 0.96, pure q4_0: 0.70)
 RSS_FACTOR = 1.2
 
 
