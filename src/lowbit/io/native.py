@@ -276,6 +276,8 @@ class NativeSource(TensorSource):
         tok = self.header["tokenizer"]
         try:
             if tok["kind"] == "gguf_meta":
+                if isinstance(tok.get("built"), dict):
+                    return _tokenizer_from_built(tok["built"])
                 if not isinstance(tok.get("meta"), dict):
                     raise ValueError("tokenizer.meta is not an object")
                 return Tokenizer.from_metadata(tok["meta"])
@@ -287,10 +289,10 @@ class NativeSource(TensorSource):
                 for k, v in files.items():
                     Path(d, k).write_text(v, encoding="utf-8")
                 return Tokenizer.from_hf_dir(Path(d))
-        except ModelFileError:
+        except (ModelFileError, KeyboardInterrupt, SystemExit):
             raise
-        except Exception as e:   # the tokenizers library reports bad vocabularies in many ways
-            raise _bad(self.path, f"unusable tokenizer ({type(e).__name__}: {e})") from None
+        except BaseException as e:   # tokenizers reports bad vocabularies in many ways, panics included (BaseException)
+            raise _bad(self.path, f"unusable tokenizer ({type(e).__name__}: {str(e)[:200]})") from None
 
     def drop_metadata(self):
         """The tokenizer is built: let go of the parsed header's vocabulary (tens of MB of Python objects)."""
@@ -345,6 +347,31 @@ class NativeSource(TensorSource):
         self._mm = None
 
 
+def _built_tokenizer(meta) -> dict:
+    """The tokenizer built from GGUF keys, serialized: loading it skips rebuilding the vocabulary (the slowest
+    part of loading a native file). The GGUF keys stay in the file too, for export-gguf."""
+    from ..tokenizer import Tokenizer
+    t = Tokenizer.from_metadata(meta)
+    tail = None if t._hf_tail is None else ("same" if t._hf_tail is t._hf else t._hf_tail.to_str())
+    return {"hf": t._hf.to_str(), "tail": tail, "bos_id": t.bos_id, "eos_id": t.eos_id, "add_bos": t.add_bos,
+            "chat_template": t.chat_template, "eot_ids": sorted(t.eot_ids), "vocab_size": t.vocab_size}
+
+
+def _tokenizer_from_built(b):
+    from tokenizers import Tokenizer as HF
+
+    from ..tokenizer import Tokenizer
+    ids = (b.get("bos_id"), b.get("eos_id"))
+    if (not isinstance(b.get("hf"), str) or not all(i is None or isinstance(i, int) for i in ids) or
+            not isinstance(b.get("vocab_size"), int) or not isinstance(b.get("eot_ids"), list)):
+        raise ValueError("tokenizer.built is malformed")
+    hf = HF.from_str(b["hf"])
+    tail = None if b.get("tail") is None else hf if b["tail"] == "same" else HF.from_str(b["tail"])
+    return Tokenizer(hf, bos_id=ids[0], eos_id=ids[1], add_bos=bool(b.get("add_bos")),
+                     chat_template=b.get("chat_template"), eot_ids=set(b["eot_ids"]), vocab_size=b["vocab_size"],
+                     hf_tail=tail)
+
+
 def _row_bytes(type_name, dim):
     sizes = {"F32": (1, 4), "F16": (1, 2), "BF16": (1, 2), "Q4_0": (32, 18), "Q8_0": (32, 34),
              "IQ4_NL": (32, 18), "Q4_1": (32, 20)}
@@ -387,8 +414,8 @@ def tokenizer_record(model_path) -> dict:
     from ..tokenizer import _field_value
     from .gguf import open_reader
     r = open_reader(p)
-    return {"kind": "gguf_meta", "meta": {k: _field_value(f) for k, f in r.fields.items()
-                                          if k.startswith("tokenizer.")}}
+    meta = {k: _field_value(f) for k, f in r.fields.items() if k.startswith("tokenizer.")}
+    return {"kind": "gguf_meta", "meta": meta, "built": _built_tokenizer(meta)}
 
 
 def write_native(llm, out, force=False, layout=None) -> dict:
