@@ -283,3 +283,22 @@ def test_continuous_batching_same_output_as_alone():
         assert {p: out.get(p) for p in prompts} == {p: expected(p, 3 if p == "EOS" else 20) for p in prompts}
         assert max(eng.batch_sizes) > 1
         assert srv.server.started and HTTP.get(srv.url + "/health").json()["active"] == 0
+
+
+def test_engine_failure_is_500_and_worker_survives():
+    """An engine that raises (here: text() for one prompt) fails that request with an OpenAI error; the
+    worker thread keeps serving the next one."""
+    class Flaky(FakeBatchEngine):
+        def text(self, st, tok):
+            if "boom" in "".join(map(chr, st["ids"])):
+                raise RuntimeError("detokenizer exploded")
+            return chr(tok)
+
+    with BackgroundServer(create_app(Flaky())) as srv:
+        c = openai.OpenAI(base_url=srv.url + "/v1", api_key="x", timeout=20, max_retries=0, http_client=HTTP)
+        with pytest.raises(openai.InternalServerError) as ei:
+            c.completions.create(model="fake", prompt="boom", max_tokens=3)
+        assert "detokenizer exploded" in ei.value.message
+        with pytest.raises(openai.APIError, match="detokenizer exploded"):  # in-band SSE error after headers
+            list(c.completions.create(model="fake", prompt="boom", max_tokens=3, stream=True))
+        assert c.completions.create(model="fake", prompt="ok", max_tokens=3).choices[0].text == expected("ok", 3)

@@ -219,10 +219,17 @@ class Scheduler:
                 if s.h.cancelled.is_set() and not s.done:
                     s.close()
                     self.stats["cancelled"] += 1
-            if batched:
-                self._round_batched(new)
-            else:
-                self._round_robin(new)
+            try:
+                if batched:
+                    self._round_batched(new)
+                else:
+                    self._round_robin(new)
+            except Exception as e:  # a bug on our side: fail this round's requests, keep the worker alive
+                log.exception("scheduler round failed")
+                for s in self._active:
+                    if not s.done:
+                        s.fail(f"internal error: {type(e).__name__}: {e}")
+                        self.stats["errors"] += 1
             self.stats["served"] += sum(s.outcome == "finished" for s in self._active)
             self._active = [s for s in self._active if not s.done]
         for s in self._active:
