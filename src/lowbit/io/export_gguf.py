@@ -20,7 +20,7 @@ def _source_tensors(src):
     from ..formats.repack import deinterleave
     if hasattr(src, "prepacked_linear"):          # native: linears are fused and packed
         for name in src._t:
-            if name.startswith(("packed:", "tables:")):
+            if name.startswith(("packed:", "tables:", "tokenizer:")):
                 continue
             tname, shape = src.info(name)
             yield name, tname, shape, src.raw(name)

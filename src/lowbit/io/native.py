@@ -198,8 +198,9 @@ class NativeSource(TensorSource):
             for n, rows in e["parts"]:
                 self._parts[n] = (key, rows)
         tok = h.get("tokenizer")
-        if not isinstance(tok, dict) or tok.get("kind") not in ("gguf_meta", "hf_files"):
-            raise _bad(p, "missing tokenizer")
+        if (not isinstance(tok, dict) or tok.get("kind") not in ("gguf_meta", "hf_files") or
+                not all(k == "kind" or (v in self._t and self._t[v][2] == "u8") for k, v in tok.items())):
+            raise _bad(p, "missing tokenizer (the header must name its u8 JSON blobs)")
         emb = self._t.get("token_embd.weight")
         if emb is None:
             raise _bad(p, "no token_embd.weight")
@@ -271,9 +272,25 @@ class NativeSource(TensorSource):
         off, nbytes, dt, shape = self._t[name]
         return self.path, self._doff + off, shape[0], shape[1]
 
+    def tokenizer_record(self) -> dict:
+        """The tokenizer record, its parts parsed from their JSON blobs (kept out of the header: parsing a large
+        vocabulary's JSON is only done when it is needed)."""
+        tok = dict(self.header["tokenizer"])
+        for k, v in tok.items():
+            if k != "kind":
+                try:
+                    tok[k] = json.loads(bytes(self._view(v)).decode("utf-8"))
+                except (UnicodeDecodeError, ValueError, RecursionError) as e:
+                    raise _bad(self.path, f"tokenizer blob {v!r} is not valid JSON ({type(e).__name__})") from None
+        return tok
+
     def tokenizer(self):
         from ..tokenizer import Tokenizer
         tok = self.header["tokenizer"]
+        if tok["kind"] == "gguf_meta" and "built" in tok:
+            tok = {"kind": "gguf_meta", "built": self.tokenizer_record()["built"]}
+        else:
+            tok = self.tokenizer_record()
         try:
             if tok["kind"] == "gguf_meta":
                 if isinstance(tok.get("built"), dict):
@@ -293,11 +310,6 @@ class NativeSource(TensorSource):
             raise
         except BaseException as e:   # tokenizers reports bad vocabularies in many ways, panics included (BaseException)
             raise _bad(self.path, f"unusable tokenizer ({type(e).__name__}: {str(e)[:200]})") from None
-
-    def drop_metadata(self):
-        """The tokenizer is built: let go of the parsed header's vocabulary (tens of MB of Python objects)."""
-        if isinstance(self.header, dict):
-            self.header = {k: v for k, v in self.header.items() if k != "tokenizer"}
 
     def prepacked_linear(self, names, log):
         """The weight for the fused matrices `names`, as the model builder's PackedLinear / FloatLinear."""
@@ -410,7 +422,7 @@ def tokenizer_record(model_path) -> dict:
         return {"kind": "hf_files", "files": {n: (p / n).read_text(encoding="utf-8") for n in _HF_TOKENIZER_FILES
                                               if (p / n).is_file()}}
     if is_native(p):
-        return NativeSource(p).header["tokenizer"]
+        return NativeSource(p).tokenizer_record()
     from ..tokenizer import _field_value
     from .gguf import open_reader
     r = open_reader(p)
@@ -467,8 +479,12 @@ def write_native(llm, out, force=False, layout=None) -> dict:
             add(dname, w, "f16" if w.dtype == np.float16 else "f32")
             e["kind"] = "float"
         linears[key] = e
+    tok = tokenizer_record(llm.path)
+    for k in [k for k in tok if k != "kind"]:
+        add(f"tokenizer:{k}", np.frombuffer(json.dumps(tok[k], separators=(",", ":")).encode("utf-8"), np.uint8), "u8")
+        tok[k] = f"tokenizer:{k}"
     header = {"format": llm.format, "cpu_family": ops._core.features()["arch"], "config": asdict(cfg),
-              "embedding_type": emb.type_name, "tokenizer": tokenizer_record(llm.path),
+              "embedding_type": emb.type_name, "tokenizer": tok,
               "tensors": tensors, "linears": linears, "source": str(llm.path.name)}
     hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
     doff = _align(_PRE.size + len(hj))
