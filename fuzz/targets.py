@@ -71,6 +71,7 @@ def native_target(data: bytes) -> None:
         src = NativeSource(p)
         _touch_source(src)
         LlamaModel(src, src.format, n_ctx=8)       # every stored weight through prepacked_linear + shape checks
+        src.tokenizer()
     except ModelFileError:
         return
 
