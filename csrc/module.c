@@ -262,6 +262,73 @@ static PyObject *py_add_chain(PyObject *self, PyObject *args) {
     return PyLong_FromLongLong(r);
 }
 
+/* ---- Llama decode pieces (ops/llama_ops.c): few calls per layer keep the per-token Python cost low ---- */
+static PyObject *py_add_rmsnorm(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *xo, *ao, *wo, *oo;
+    float eps;
+    if (!PyArg_ParseTuple(args, "OOOfO", &xo, &ao, &wo, &eps, &oo)) return NULL;
+    Py_buffer x, a = {0}, w, o;
+    if (get_buf(xo, &x, 4, 1, "x")) return NULL;
+    size_t n = (size_t)x.len / 4;
+    int has_a = ao != Py_None;
+    PyObject *ret = NULL;
+    if (has_a && get_buf(ao, &a, n * 4, 0, "residual")) goto e1;
+    if (get_buf(wo, &w, n * 4, 0, "norm weight")) goto e2;
+    if (get_buf(oo, &o, n * 4, 1, "out")) goto e3;
+    lb_add_rmsnorm((int)n, x.buf, has_a ? a.buf : NULL, w.buf, eps, o.buf);
+    ret = Py_None;
+    Py_INCREF(ret);
+    PyBuffer_Release(&o);
+e3: PyBuffer_Release(&w);
+e2: if (has_a) PyBuffer_Release(&a);
+e1: PyBuffer_Release(&x);
+    return ret;
+}
+
+static PyObject *py_silu_mul(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *go, *oo;
+    if (!PyArg_ParseTuple(args, "OO", &go, &oo)) return NULL;
+    Py_buffer g, o;
+    if (get_buf(oo, &o, 4, 1, "out")) return NULL;
+    size_t n = (size_t)o.len / 4;
+    if (get_buf(go, &g, 2 * n * 4, 0, "gate|up")) { PyBuffer_Release(&o); return NULL; }
+    lb_silu_mul((int)n, g.buf, (const float *)g.buf + n, o.buf);
+    PyBuffer_Release(&g);
+    PyBuffer_Release(&o);
+    Py_RETURN_NONE;
+}
+
+static PyObject *py_attn_decode(PyObject *self, PyObject *args) {
+    (void)self;
+    int H, Hkv, hd, pos, n_ctx;
+    PyObject *qo, *ro, *ko, *vo, *so, *oo;
+    if (!PyArg_ParseTuple(args, "iiiiiOOOOOO", &H, &Hkv, &hd, &pos, &n_ctx, &qo, &ro, &ko, &vo, &so, &oo)) return NULL;
+    if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd % 2 || n_ctx <= 0 || pos < 0 || pos >= n_ctx)
+        return PyErr_Format(PyExc_ValueError, "bad attention shape H=%d Hkv=%d hd=%d pos=%d n_ctx=%d",
+                            H, Hkv, hd, pos, n_ctx);
+    size_t cache = (size_t)Hkv * n_ctx * hd * 4;
+    Py_buffer q, r, k, v, s, o;
+    PyObject *ret = NULL;
+    if (get_buf(qo, &q, (size_t)(H + 2 * Hkv) * hd * 4, 1, "qkv")) return NULL;
+    if (get_buf(ro, &r, (size_t)hd * 4, 0, "rope table row")) goto e1;
+    if (get_buf(ko, &k, cache, 1, "k cache")) goto e2;
+    if (get_buf(vo, &v, cache, 1, "v cache")) goto e3;
+    if (get_buf(so, &s, (size_t)n_ctx * 4, 1, "scores")) goto e4;
+    if (get_buf(oo, &o, (size_t)H * hd * 4, 1, "out")) goto e5;
+    lb_attn_decode(H, Hkv, hd, pos, n_ctx, q.buf, r.buf, k.buf, v.buf, s.buf, o.buf);
+    ret = Py_None;
+    Py_INCREF(ret);
+    PyBuffer_Release(&o);
+e5: PyBuffer_Release(&s);
+e4: PyBuffer_Release(&v);
+e3: PyBuffer_Release(&k);
+e2: PyBuffer_Release(&r);
+e1: PyBuffer_Release(&q);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"kernels", py_kernels, METH_NOARGS, "The kernel list (kernels.inc) with usability on this CPU."},
     {"features", py_features, METH_NOARGS, "CPU features found and usable (after LOWBIT_DISABLE_ISA)."},
@@ -275,6 +342,9 @@ static PyMethodDef methods[] = {
     {"linear", py_linear, METH_VARARGS, "Threaded out = x @ W^T."},
     {"read_sum", py_read_sum, METH_VARARGS, "Parallel read of a buffer (bandwidth probe)."},
     {"add_chain", py_add_chain, METH_VARARGS, "Dependent add chain (clock probe)."},
+    {"add_rmsnorm", py_add_rmsnorm, METH_VARARGS, "x += residual (unless None); out = rmsnorm(x) * w."},
+    {"silu_mul", py_silu_mul, METH_VARARGS, "out = silu(gu[:n]) * gu[n:], n = len(out)."},
+    {"attn_decode", py_attn_decode, METH_VARARGS, "One token's RoPE, KV-cache write and GQA attention."},
     {NULL, NULL, 0, NULL},
 };
 

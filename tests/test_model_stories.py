@@ -89,3 +89,31 @@ def test_prefill_in_several_batches_and_cache_continuation():
     m.prefill(toks[:6])
     b = m.prefill(toks[6:], all_logits=True)       # continues at position 6
     np.testing.assert_allclose(a[6:], b, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("fmt", ["f32", "q4_0"])
+def test_fused_c_decode_equals_numpy_decode(fmt):
+    from lowbit.model import llama
+    if not llama._FUSED:
+        pytest.skip("C core built without llama_ops (rebuild)")
+    toks = [1, 403, 407, 261, 378, 65, 300, 301, 302, 303, 304, 305]
+    m, _ = _model(fmt)
+    a = np.stack([m.decode(t)[0].copy() for t in toks])
+    ka = m.cache.k[:, :, : len(toks)].copy()
+    m.reset()
+    b = np.stack([m.decode_numpy(t)[0].copy() for t in toks])
+    np.testing.assert_allclose(a, b, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ka, m.cache.k[:, :, : len(toks)], atol=1e-5, rtol=0)
+
+
+def test_fused_ops_reject_bad_shapes():
+    from lowbit.model import llama
+    if not llama._FUSED:
+        pytest.skip("C core built without llama_ops (rebuild)")
+    f = np.zeros(64, np.float32)
+    with pytest.raises(ValueError, match="bad attention shape"):
+        llama._core.attn_decode(8, 3, 8, 0, 16, f, f, f, f, f, f)          # 8 heads not a multiple of 3
+    with pytest.raises(ValueError, match="k cache has"):
+        llama._core.attn_decode(8, 4, 8, 0, 16, np.zeros(128, np.float32), f, f, f, f, f)
+    with pytest.raises(ValueError, match="gate|up"):
+        llama._core.silu_mul(np.zeros(10, np.float32), np.zeros(8, np.float32))

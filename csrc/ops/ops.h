@@ -13,4 +13,11 @@ void lb_pack_activations(const lb_kernel *k, int M, int K, const float *x, uint8
 double lb_read_sum(const uint8_t *buf, size_t n);
 /* Dependent-add chain; the caller times it to estimate the effective clock. */
 long long lb_add_chain(long long iters);
+/* Llama decode pieces (llama_ops.c): x += add (if add); out = x / rms(x) * w. */
+void lb_add_rmsnorm(int n, float *x, const float *add, const float *w, float eps, float *out);
+/* out = silu(g) * u */
+void lb_silu_mul(int n, const float *g, const float *u, float *out);
+/* RoPE q/k in qkv, write k/v to the caches at pos, GQA attention over 0..pos into out [H*hd]. */
+void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, const float *rot, float *kc,
+                    float *vc, float *scores, float *out);
 #endif

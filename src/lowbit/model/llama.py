@@ -8,10 +8,13 @@ import math
 
 import numpy as np
 
+from .. import ops
 from .kv_cache import KVCache
 from .weights import EmbeddingRows, build_linear, load_vector
 
 
+_core = ops._core
+_FUSED = hasattr(_core, "attn_decode")        # a C core built before llama_ops.c: numpy decode
 DEFAULT_MAX_CTX = 4096     # default cache length cap (pages are only touched as the cache fills)
 
 
@@ -214,8 +217,37 @@ class LlamaModel:
         L.wdown(ff, out)
 
     def decode(self, token):
-        """One token at position cache.pos (GEMV path); returns logits [1, vocab] (a reused buffer). Written for
-        few numpy calls per layer: they, not the arithmetic, are the per-token cost outside the kernels."""
+        """One token at position cache.pos (GEMV path); returns logits [1, vocab] (a reused buffer). Ten calls
+        per layer: four linears and three fused C ops (add+RMSNorm, RoPE+KV write+attention, SiLU*up); the
+        Python calls, not their arithmetic, are the per-token cost outside the kernels."""
+        if not _FUSED:
+            return self.decode_numpy(token)
+        pos = self.cache.pos
+        if pos >= self.n_ctx:
+            raise ContextFullError(pos, 1, self.n_ctx)
+        c, d = self.config, self.d
+        x, h2, qkv, attn, o, gu, ff = d["x"][0], d["h"], d["qkv"], d["attn"], d["o"], d["gu"], d["ff"]
+        self.embed.lookup((token,), d["x"])
+        H, Hkv, hd, n_ctx, eps = c.n_head, c.n_head_kv, c.head_dim, self.n_ctx, c.rms_eps
+        rot, scores, ks, vs = self.rot[pos], self.scores, self.cache.k, self.cache.v
+        norm, attend, silu = _core.add_rmsnorm, _core.attn_decode, _core.silu_mul
+        residual = None
+        for li, L in enumerate(self.layers):
+            norm(x, residual, L.attn_norm, eps, h2)
+            L.wqkv(h2, qkv)
+            attend(H, Hkv, hd, pos, n_ctx, qkv, rot, ks[li], vs[li], scores, attn)
+            L.wo(attn, o)
+            norm(x, o, L.ffn_norm, eps, h2)
+            L.wgu(h2, gu)
+            silu(gu, ff)
+            L.wdown(ff, o)
+            residual = o
+        norm(x, residual, self.output_norm, eps, h2)
+        self.cache.pos = pos + 1
+        return self.output(h2, self.logits)
+
+    def decode_numpy(self, token):
+        """decode() in numpy calls only (the reference the fused path is tested against)."""
         pos = self.cache.pos
         if pos >= self.n_ctx:
             raise ContextFullError(pos, 1, self.n_ctx)
