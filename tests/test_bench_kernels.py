@@ -34,7 +34,6 @@ def test_rows_use_measured_ceilings(fake_roof, tmp_path):
 @pytest.mark.parametrize("argv,msg", [
     (["-t", "0"], "--threads"),
     (["-t", "a"], "--threads"),
-    (["--formats", "cb4"], "cb4"),
     (["--formats", "nope"], "nope"),
     (["--shapes", "10x33"], "multiple of 32"),
     (["--shapes", "4096"], "NxK"),
