@@ -24,6 +24,7 @@ from . import roofline
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (2048, 5632), (5632, 2048)]
 QUICK_SHAPES = [(4096, 4096), (11008, 4096)]
 FORMATS = ["q4_0", "iq4_nl", "q8_0"]
+CODEBOOKS = {"cb4": 16, "cb2": 4}     # tables per tensor for cb formats (lowbit quantize defaults)
 GEMM_M = 512
 
 
@@ -64,12 +65,17 @@ def _shapes(s: str) -> list:
 def random_weight(fmt: str, N: int, K: int, rng) -> ops.PackedWeight:
     """Random plain blocks with fp16 scales in [1e-3, 1e-2), packed for the kernel chosen for `fmt`."""
     f = get_format(fmt)
-    if f.quantize is None:
-        raise ValueError(f"bench kernels supports formats without learned tables ({', '.join(FORMATS)}), not {fmt}")
+    if f.quantize is None and fmt not in CODEBOOKS:
+        raise ValueError(f"bench kernels has no random weights for format {fmt}")
     blocks = rng.integers(0, 256, size=(N * (K // 32), f.block_bytes), dtype=np.uint8)
     scales = rng.uniform(1e-3, 1e-2, size=N * (K // 32)).astype(np.float16)
     blocks[:, :2] = scales.view(np.uint8).reshape(-1, 2)
-    return ops.PackedWeight.from_blocks(blocks.reshape(N, -1), fmt, N, K)
+    aux = None
+    if fmt in CODEBOOKS:      # learned-table formats: the default table count, tables in the learner's range
+        from ..formats.cb import TABLE_RANGE
+        blocks[:, 2] = rng.integers(0, CODEBOOKS[fmt], size=len(blocks))
+        aux = rng.integers(*TABLE_RANGE[fmt], size=(CODEBOOKS[fmt], 16), endpoint=True).astype(np.int8)
+    return ops.PackedWeight.from_blocks(blocks.reshape(N, -1), fmt, N, K, aux=aux)
 
 
 def blas_info() -> dict:
@@ -217,8 +223,8 @@ def main(args) -> int:
     threads = _int_list(args.threads, "--threads")
     formats = [f.strip() for f in args.formats.split(",") if f.strip()] if args.formats else None
     for f in formats or []:
-        if get_format(f).quantize is None:
-            raise ValueError(f"bench kernels supports {', '.join(FORMATS)}, not {f} (it needs learned tables)")
+        if get_format(f).quantize is None and f not in CODEBOOKS:
+            raise ValueError(f"bench kernels supports {', '.join(FORMATS + list(CODEBOOKS))}, not {f}")
     shapes = _shapes(args.shapes) if args.shapes else None
     if args.reps is not None and args.reps < 1:
         raise ValueError("--reps must be >= 1")
