@@ -132,7 +132,6 @@ _NATIVE_BASE = {}
 def native_header_target(data: bytes) -> None:
     """Structure-aware: rewrite up to 4 values of a valid native file's JSON header (chosen by the input bytes)
     with hostile numbers/strings/types, keep the tensor data, and load the result."""
-    import struct
     from lowbit.io import native
     if not _NATIVE_BASE:
         s = seeds("native")[0]

@@ -210,7 +210,8 @@ def test_native_truncated(tmp_path, good_native):
 
 
 def test_native_wrong_magic_version_flags(tmp_path, good_native):
-    _load_err(_write(tmp_path, "v.lowbit", _native_with(good_native, pre=dict(version=2))), "unsupported .lowbit version 2")
+    _load_err(_write(tmp_path, "v.lowbit", _native_with(good_native, pre=dict(version=2))),
+              "unsupported .lowbit version 2")
     _load_err(_write(tmp_path, "f.lowbit", _native_with(good_native, pre=dict(flags=4))), "unknown flags")
     data = good_native.read_bytes()
     p = _write(tmp_path, "m.lowbit", b"LOWBIT\0X" + data[8:])
@@ -303,3 +304,26 @@ def test_native_garbage_and_bad_json(tmp_path, good_native):
         _load_err(_write(tmp_path, "j.lowbit", bytes(b)), "not valid JSON|bad .lowbit")
     _load_err(_write(tmp_path, "x.lowbit", native.MAGIC + rng.integers(0, 256, 5000, dtype=np.uint8).tobytes()),
               "unsupported .lowbit version|truncated|header")
+
+
+def test_native_bad_tokenizer_record(tmp_path, good_native):
+    def blob_is_norm(h):                     # the tokenizer "JSON" is really float weights
+        h["tokenizer"]["built"] = "output_norm.weight"
+    _load_err(_write(tmp_path, "a.lowbit", _native_with(good_native, blob_is_norm)), "missing tokenizer")
+
+    def unhashable(h):
+        h["tokenizer"]["built"] = ["x"]
+    _load_err(_write(tmp_path, "b.lowbit", _native_with(good_native, unhashable)), "missing tokenizer")
+
+    data = bytearray(good_native.read_bytes())
+    h, doff, _ = native.read_header(data, len(data))
+    t = h["tensors"]["tokenizer:built"]
+    a = doff + t["offset"]
+    data[a:a + t["nbytes"]] = b"[" * t["nbytes"]
+    _load_err(_write(tmp_path, "c.lowbit", bytes(data)), "not valid JSON")
+    blob = json.loads(good_native.read_bytes()[a:a + t["nbytes"]])
+    blob["bos_id"], blob["tail"] = 10 ** 9, None          # (dropping the tail keeps it within the blob)
+    new = json.dumps(blob, separators=(",", ":")).encode()
+    assert len(new) <= t["nbytes"]
+    data[a:a + t["nbytes"]] = new + b" " * (t["nbytes"] - len(new))
+    _load_err(_write(tmp_path, "d.lowbit", bytes(data)), "outside the vocabulary")

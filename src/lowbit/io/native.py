@@ -199,7 +199,8 @@ class NativeSource(TensorSource):
                 self._parts[n] = (key, rows)
         tok = h.get("tokenizer")
         if (not isinstance(tok, dict) or tok.get("kind") not in ("gguf_meta", "hf_files") or
-                not all(k == "kind" or (v in self._t and self._t[v][2] == "u8") for k, v in tok.items())):
+                not all(k == "kind" or (isinstance(v, str) and v in self._t and self._t[v][2] == "u8")
+                        for k, v in tok.items())):
             raise _bad(p, "missing tokenizer (the header must name its u8 JSON blobs)")
         emb = self._t.get("token_embd.weight")
         if emb is None:
@@ -217,10 +218,10 @@ class NativeSource(TensorSource):
         kind = _str(p, e, "kind", ("packed", "float"))
         N, K = _int(p, e, "N", 1, MAX_DIM), _int(p, e, "K", 1, MAX_DIM)
         parts = e.get("parts")
-        if (not isinstance(parts, list) or not parts or "|".join(str(x[0]) if isinstance(x, list) and x else "?"
-                                                                  for x in parts) != key or
-                not all(len(x) == 2 and isinstance(x[1], int) and x[1] >= 1 for x in parts) or
-                sum(x[1] for x in parts) != N):
+        if (not isinstance(parts, list) or not parts or
+                not all(isinstance(x, list) and len(x) == 2 and isinstance(x[0], str) and isinstance(x[1], int) and
+                        not isinstance(x[1], bool) and x[1] >= 1 for x in parts) or
+                "|".join(x[0] for x in parts) != key or sum(x[1] for x in parts) != N):
             raise _bad(p, f"linear {key!r} has a bad parts list")
         data = _str(p, e, "data")
         if data not in self._t:
@@ -242,8 +243,8 @@ class NativeSource(TensorSource):
             raise _bad(p, f"linear {key!r}: {fmt} [{N}, {K}] packed with R={R} is {need} bytes, tensor has {nbytes}")
         if fmt in ("cb4", "cb2"):
             aux = e.get("aux")
-            if aux not in self._t or self._t[aux][2] != "i8" or len(self._t[aux][3]) != 2 or \
-                    self._t[aux][3][1] != 16 or self._t[aux][3][0] > 256:
+            ta = self._t.get(aux) if isinstance(aux, str) else None
+            if ta is None or ta[2] != "i8" or len(ta[3]) != 2 or ta[3][1] != 16 or ta[3][0] > 256:
                 raise _bad(p, f"linear {key!r}: codebook tables missing or not int8 [C<=256, 16]")
         return out
 
@@ -291,6 +292,13 @@ class NativeSource(TensorSource):
             tok = {"kind": "gguf_meta", "built": self.tokenizer_record()["built"]}
         else:
             tok = self.tokenizer_record()
+        t = self._build_tokenizer(tok, Tokenizer)
+        if t.vocab_size > self.config.vocab_size:
+            raise _bad(self.path, f"tokenizer has {t.vocab_size} tokens, the model's vocabulary "
+                                  f"{self.config.vocab_size}")
+        return t
+
+    def _build_tokenizer(self, tok, Tokenizer):
         try:
             if tok["kind"] == "gguf_meta":
                 if isinstance(tok.get("built"), dict):
@@ -377,6 +385,9 @@ def _tokenizer_from_built(b):
     if (not isinstance(b.get("hf"), str) or not all(i is None or isinstance(i, int) for i in ids) or
             not isinstance(b.get("vocab_size"), int) or not isinstance(b.get("eot_ids"), list)):
         raise ValueError("tokenizer.built is malformed")
+    n = b["vocab_size"]
+    if not all(isinstance(i, int) and 0 <= i < n for i in [*ids, *b["eot_ids"]] if i is not None):
+        raise ValueError(f"tokenizer special token ids {ids} / {b['eot_ids']} outside the vocabulary of {n}")
     hf = HF.from_str(b["hf"])
     tail = None if b.get("tail") is None else hf if b["tail"] == "same" else HF.from_str(b["tail"])
     return Tokenizer(hf, bos_id=ids[0], eos_id=ids[1], add_bos=bool(b.get("add_bos")),
