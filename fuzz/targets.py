@@ -5,6 +5,7 @@ finding. Used by fuzz/run_atheris.py (coverage-guided, local) and tests/test_fuz
 Each target writes the input to a file under a RAM directory because the loaders map files."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import sys
@@ -143,7 +144,7 @@ def native_header_target(data: bytes) -> None:
         path, _ = leaves[(data[i] | data[i + 1] << 8 if i + 1 < len(data) else data[i]) % len(leaves)]
         if not path:
             continue
-        val = _HOSTILE[data[i + 2] % len(_HOSTILE)] if i + 2 < len(data) else None
+        val = copy.deepcopy(_HOSTILE[data[i + 2] % len(_HOSTILE)]) if i + 2 < len(data) else None
         parent = h
         for k in path[:-1]:
             parent = parent[k]
