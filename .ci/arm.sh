@@ -56,7 +56,8 @@ mkdir -p "$SRC" "$BUILD"
 tar --exclude=.git --exclude='*.so' --exclude=build --exclude=__pycache__ --exclude='*.egg-info' -cf - . \
   | tar -xf - -C "$SRC"
 SO=$SRC/src/lowbit/_core.cpython-311-aarch64-linux-gnu.so
-if [[ -f $SO && -n $(find csrc setup.py -newer "$SO" -print -quit) ]]; then rm -f "$SO"; fi
+# (setuptools itself only compares ext.sources with its build/lib copy: kernels.inc and headers escape it)
+if [[ -f $SO && -n $(find csrc setup.py -newer "$SO" -print -quit) ]]; then rm -rf "$SO" "$SRC/build"; fi
 step "cross-building lowbit._core for aarch64"
 # The emulated setuptools gives the right EXT_SUFFIX and sysconfig; the compiler it spawns is the native x86
 # cross gcc (qemu-user hands execve of host binaries to the kernel). -I puts the rootfs's Python headers ahead

@@ -109,12 +109,15 @@ def main():
                 counts = {g: sum(x[1] in mns for x in loop) for g, mns in GROUPS.items()}
                 rows.append((name, len(insns), len(loop), counts))
     print("| kernel | fn insns | hot-loop insns | SDOT | SMMLA | TBL | SMULL/SMLAL/SADALP | "
-          "SDOT+SMMLA share | +TBL share |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "SDOT+SMMLA share | +TBL share | MACs / loop insn |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, n_fn, n, c in rows:
         dot = c["sdot"] + c["smmla"]
+        # one loop trip = one K-block (32 values) of R weight rows x (1 or 4) activation rows
+        R = int(re.search(r"_(\d)x\d__", name).group(1))
+        macs = 32 * R * (4 if name.startswith("gemm_") else 1)
         print(f"| {name} | {n_fn} | {n} | {c['sdot']} | {c['smmla']} | {c['tbl']} | {c['widen']} | "
-              f"{100 * dot / n:.1f}% | {100 * (dot + c['tbl']) / n:.1f}% |")
+              f"{100 * dot / n:.1f}% | {100 * (dot + c['tbl']) / n:.1f}% | {macs / n:.1f} |")
     return 0
 
 

@@ -13,12 +13,15 @@
 LB_ARM_DECL(q4_0_4x4__neon)
 LB_ARM_DECL(iq4_nl_4x4__neon)
 LB_ARM_DECL(q8_0_4x4__neon)
+LB_ARM_DECL(cb4_4x4__neon)
 LB_ARM_DECL(q4_0_4x4__dotprod)
 LB_ARM_DECL(iq4_nl_4x4__dotprod)
 LB_ARM_DECL(q8_0_4x4__dotprod)
+LB_ARM_DECL(cb4_4x4__dotprod)
 LB_ARM_DECL(q4_0_4x8__i8mm)
 LB_ARM_DECL(iq4_nl_4x8__i8mm)
 LB_ARM_DECL(q8_0_4x8__i8mm)
+LB_ARM_DECL(cb4_4x8__i8mm)
 #ifdef LB_HAVE_SVE
 LB_ARM_DECL(q4_0_8x8__sve256)
 LB_ARM_DECL(iq4_nl_8x8__sve256)
@@ -29,11 +32,11 @@ int lb_sve_vector_bits_impl(void);
 #define LB_ARM_DEF(name, FMT, gemv_body, gemm_body)                                                        \
     void gemv_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,    \
                      float *out, int n0, int n1, int N) {                                                   \
-        (void)aux; (void)bsums; gemv_body(FMT, K, W, A, out, n0, n1, N);                                    \
+        (void)bsums; gemv_body(FMT, K, W, aux, A, out, n0, n1, N);                                    \
     }                                                                                                        \
     void gemm_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4, \
                      float *out, size_t ldo, int n0, int n1, int N) {                                       \
-        (void)aux; (void)bsums4; gemm_body(FMT, K, W, A4, out, ldo, n0, n1, N);                             \
+        (void)bsums4; gemm_body(FMT, K, W, aux, A4, out, ldo, n0, n1, N);                             \
     }
 #endif
 #endif

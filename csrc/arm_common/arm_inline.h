@@ -10,7 +10,7 @@
 
 AI float lb_h2f(const uint8_t *p) { __fp16 h; memcpy(&h, p, 2); return (float)h; }
 AI float32x4_t lb_h2f4(const uint8_t *p) { return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(p))); }
-AI size_t lb_sbb(int fmt, int R) { return (size_t)R * (fmt == LB_FMT_Q8_0 ? 34 : 18); }
+AI size_t lb_sbb(int fmt, int R) { return (size_t)R * (fmt == LB_FMT_Q8_0 ? 34 : fmt == LB_FMT_CB4 ? 19 : 18); }
 
 /* q4_0 weights are unpacked in the sign form (nibble << 4 or byte & 0xF0 = 16 * (q - 8), exact in int8),
  * so their integer sums are 16x: fixed-point convert with 4 fraction bits divides exactly. */
@@ -39,6 +39,33 @@ AI void lb_unpack_r4(int fmt, const uint8_t *qs, int8x16_t w[8]) {
         return;
     }
     for (int m = 0; m < 4; m++) lb_unpack_nib(fmt, vld1q_u8(qs + 16 * m), &w[m], &w[m + 4]);
+}
+
+/* cb4 super-block (R=4): 4 fp16 scales, 4 codebook ids, 64 nibble bytes (no XOR). The 4 rows' int8 tables
+ * [16] form one 64-byte TBL table; each byte's index is its nibble + 16 * (its row in the group), so one
+ * vqtbl4q_s8 decodes 4 rows with 4 different codebooks. Vector m has the same chunk meaning as above. */
+AI void lb_unpack_cb4_r4(int B, const uint8_t *sb, const int8_t *aux, int8x16_t w[8]) {
+    int8x16x4_t t;
+    t.val[0] = vld1q_s8(aux + 16 * sb[8]);
+    t.val[1] = vld1q_s8(aux + 16 * sb[9]);
+    t.val[2] = vld1q_s8(aux + 16 * sb[10]);
+    t.val[3] = vld1q_s8(aux + 16 * sb[11]);
+    /* row of byte p: B=4 -> p/4; B=8, vector m -> 2(m%2) + p/8 */
+    static const uint8_t off4[16] = {0, 0, 0, 0, 16, 16, 16, 16, 32, 32, 32, 32, 48, 48, 48, 48};
+    static const uint8_t off8[2][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16},
+                                        {32, 32, 32, 32, 32, 32, 32, 32, 48, 48, 48, 48, 48, 48, 48, 48}};
+    const uint8x16_t m4 = vdupq_n_u8(0x0F);
+    for (int m = 0; m < 4; m++) {
+        const uint8x16_t v = vld1q_u8(sb + 12 + 16 * m), off = vld1q_u8(B == 4 ? off4 : off8[m & 1]);
+        w[m] = vqtbl4q_s8(t, vaddq_u8(vandq_u8(v, m4), off));
+        w[m + 4] = vqtbl4q_s8(t, vaddq_u8(vshrq_n_u8(v, 4), off));
+    }
+}
+
+/* Any R=4 format: the right unpacker for the super-block at sb. */
+AI void lb_unpack_any_r4(int fmt, int B, const uint8_t *sb, const int8_t *aux, int8x16_t w[8]) {
+    if (fmt == LB_FMT_CB4) lb_unpack_cb4_r4(B, sb, aux, w);
+    else lb_unpack_r4(fmt, sb + 8, w);
 }
 
 /* Store the R=4 columns of group g that are < N and < n1. */

@@ -6,7 +6,7 @@
 #endif
 #include "arm_common/arm_inline.h"
 
-AI void gemv_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out, int n0, int n1, int N) {
+AI void gemv_4x4(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, float *out, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = lb_sbb(fmt, 4);
     for (int g = n0 / 4; 4 * g < n1; g++) {
@@ -16,7 +16,7 @@ AI void gemv_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out,
             const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK;
             const int8x16_t al = vld1q_s8((const int8_t *)ab + 2), ah = vld1q_s8((const int8_t *)ab + 18);
             int8x16_t w[8];
-            lb_unpack_r4(fmt, sb + 8, w);
+            lb_unpack_any_r4(fmt, 4, sb, aux, w);
             int32x4_t s = vdupq_n_s32(0);
             s = vdotq_laneq_s32(s, w[0], al, 0);
             s = vdotq_laneq_s32(s, w[1], al, 1);
@@ -32,7 +32,7 @@ AI void gemv_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out,
     }
 }
 
-AI void gemm_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out, size_t ldo, int n0, int n1,
+AI void gemm_4x4(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, float *out, size_t ldo, int n0, int n1,
                  int N) {
     const int nb = K / LB_QK;
     const size_t sbb = lb_sbb(fmt, 4);
@@ -43,7 +43,7 @@ AI void gemm_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out
         for (int b = 0; b < nb; b++, sb += sbb) {
             const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
             int8x16_t w[8];
-            lb_unpack_r4(fmt, sb + 8, w);
+            lb_unpack_any_r4(fmt, 4, sb, aux, w);
             int32x4_t s[4];
             for (int i = 0; i < 4; i++) s[i] = vdupq_n_s32(0);
             for (int k = 0; k < 8; k++) {  /* a = 4 activation rows x 4 K-values of chunk k */
@@ -66,3 +66,4 @@ AI void gemm_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out
 LB_ARM_DEF(q4_0_4x4__dotprod, LB_FMT_Q4_0, gemv_4x4, gemm_4x4)
 LB_ARM_DEF(iq4_nl_4x4__dotprod, LB_FMT_IQ4_NL, gemv_4x4, gemm_4x4)
 LB_ARM_DEF(q8_0_4x4__dotprod, LB_FMT_Q8_0, gemv_4x4, gemm_4x4)
+LB_ARM_DEF(cb4_4x4__dotprod, LB_FMT_CB4, gemv_4x4, gemm_4x4)

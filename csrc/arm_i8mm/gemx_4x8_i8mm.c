@@ -7,7 +7,7 @@
 #endif
 #include "arm_common/arm_inline.h"
 
-AI void gemv_4x8(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out, int n0, int n1, int N) {
+AI void gemv_4x8(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, float *out, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = lb_sbb(fmt, 4);
     for (int g = n0 / 4; 4 * g < n1; g++) {
@@ -16,7 +16,7 @@ AI void gemv_4x8(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out,
         for (int b = 0; b < nb; b++, sb += sbb) {
             const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK;
             int8x16_t w[8];
-            lb_unpack_r4(fmt, sb + 8, w);  /* w[2q+p]: rows 2p,2p+1 x K 8q..8q+7 */
+            lb_unpack_any_r4(fmt, 8, sb, aux, w);  /* w[2q+p]: rows 2p,2p+1 x K 8q..8q+7 */
             int32x4_t s0 = vdupq_n_s32(0), s1 = vdupq_n_s32(0);
             for (int q = 0; q < 4; q++) {
                 uint64_t a8;
@@ -32,7 +32,7 @@ AI void gemv_4x8(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out,
     }
 }
 
-AI void gemm_4x8(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out, size_t ldo, int n0, int n1,
+AI void gemm_4x8(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, float *out, size_t ldo, int n0, int n1,
                  int N) {
     const int nb = K / LB_QK;
     const size_t sbb = lb_sbb(fmt, 4);
@@ -43,7 +43,7 @@ AI void gemm_4x8(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out
         for (int b = 0; b < nb; b++, sb += sbb) {
             const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
             int8x16_t w[8];
-            lb_unpack_r4(fmt, sb + 8, w);
+            lb_unpack_any_r4(fmt, 8, sb, aux, w);
             /* s[t][p]: activation rows 2t,2t+1 x weight rows 2p,2p+1 = [a0.w0, a0.w1, a1.w0, a1.w1] */
             int32x4_t s00 = vdupq_n_s32(0), s01 = s00, s10 = s00, s11 = s00;
             for (int q = 0; q < 4; q++) {
@@ -73,3 +73,4 @@ AI void gemm_4x8(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out
 LB_ARM_DEF(q4_0_4x8__i8mm, LB_FMT_Q4_0, gemv_4x8, gemm_4x8)
 LB_ARM_DEF(iq4_nl_4x8__i8mm, LB_FMT_IQ4_NL, gemv_4x8, gemm_4x8)
 LB_ARM_DEF(q8_0_4x8__i8mm, LB_FMT_Q8_0, gemv_4x8, gemm_4x8)
+LB_ARM_DEF(cb4_4x8__i8mm, LB_FMT_CB4, gemv_4x8, gemm_4x8)

@@ -28,7 +28,7 @@ AI int32x4_t dot_r4(const int8x16_t w[8], const int8x16_t a[8]) {
     return vpaddq_s32(s01, s23);
 }
 
-AI void gemv_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out, int n0, int n1, int N) {
+AI void gemv_4x4(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, float *out, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = lb_sbb(fmt, 4);
     for (int g = n0 / 4; 4 * g < n1; g++) {
@@ -38,7 +38,7 @@ AI void gemv_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out,
             const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK;
             const int8x16_t al = vld1q_s8((const int8_t *)ab + 2), ah = vld1q_s8((const int8_t *)ab + 18);
             int8x16_t w[8], a[8];
-            lb_unpack_r4(fmt, sb + 8, w);
+            lb_unpack_any_r4(fmt, 4, sb, aux, w);
             for (int k = 0; k < 4; k++) { a[k] = bcast4(al, k); a[k + 4] = bcast4(ah, k); }
             const int32x4_t s = dot_r4(w, a);
             acc = vfmaq_f32(acc, lb_isum_to_f(fmt, s), vmulq_n_f32(lb_h2f4(sb), lb_h2f(ab)));
@@ -47,7 +47,7 @@ AI void gemv_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out,
     }
 }
 
-AI void gemm_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out, size_t ldo, int n0, int n1,
+AI void gemm_4x4(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, float *out, size_t ldo, int n0, int n1,
                  int N) {
     const int nb = K / LB_QK;
     const size_t sbb = lb_sbb(fmt, 4);
@@ -58,7 +58,7 @@ AI void gemm_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out
         for (int b = 0; b < nb; b++, sb += sbb) {
             const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
             int8x16_t w[8], av[8];
-            lb_unpack_r4(fmt, sb + 8, w);
+            lb_unpack_any_r4(fmt, 4, sb, aux, w);
             for (int k = 0; k < 8; k++) av[k] = vld1q_s8((const int8_t *)ab + 8 + 16 * k);
             const float32x4_t dw = lb_h2f4(sb);
             float das[4];
@@ -77,3 +77,4 @@ AI void gemm_4x4(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out
 LB_ARM_DEF(q4_0_4x4__neon, LB_FMT_Q4_0, gemv_4x4, gemm_4x4)
 LB_ARM_DEF(iq4_nl_4x4__neon, LB_FMT_IQ4_NL, gemv_4x4, gemm_4x4)
 LB_ARM_DEF(q8_0_4x4__neon, LB_FMT_Q8_0, gemv_4x4, gemm_4x4)
+LB_ARM_DEF(cb4_4x4__neon, LB_FMT_CB4, gemv_4x4, gemm_4x4)

@@ -55,9 +55,10 @@ SAI void store8(float *out, svfloat32_t v, int g, int n1, int N) {
         if (c0 + r < N && c0 + r < n1) out[c0 + r] = t[r];
 }
 
-SAI void gemv_8x8(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out, int n0, int n1, int N) {
+SAI void gemv_8x8(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, float *out, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = lb_sbb(fmt, 8);
+    (void)aux;
     const svbool_t p = svptrue_b32();
     for (int g = n0 / 8; 8 * g < n1; g++) {
         const uint8_t *sb = W + (size_t)g * nb * sbb;
@@ -82,10 +83,11 @@ SAI void gemv_8x8(int fmt, int K, const uint8_t *W, const uint8_t *A, float *out
     }
 }
 
-SAI void gemm_8x8(int fmt, int K, const uint8_t *W, const uint8_t *A4, float *out, size_t ldo, int n0, int n1,
+SAI void gemm_8x8(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, float *out, size_t ldo, int n0, int n1,
                   int N) {
     const int nb = K / LB_QK;
     const size_t sbb = lb_sbb(fmt, 8);
+    (void)aux;
     const svbool_t p = svptrue_b32(), pb = svptrue_b8();
     for (int g = n0 / 8; 8 * g < n1; g++) {
         const uint8_t *sb = W + (size_t)g * nb * sbb;
