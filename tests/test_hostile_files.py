@@ -327,3 +327,30 @@ def test_native_bad_tokenizer_record(tmp_path, good_native):
     assert len(new) <= t["nbytes"]
     data[a:a + t["nbytes"]] = new + b" " * (t["nbytes"] - len(new))
     _load_err(_write(tmp_path, "d.lowbit", bytes(data)), "outside the vocabulary")
+
+
+def _regguf(src, dst, change):
+    """Copy a GGUF with the gguf writer, passing each (name, array) through change()."""
+    import gguf
+    from lowbit.quantize.gguf_io import copy_fields
+    r = gguf.GGUFReader(str(src))
+    w = gguf.GGUFWriter(str(dst), "llama")
+    copy_fields(r, w)
+    for t in r.tensors:
+        name, arr = change(t.name, np.array(t.data))
+        w.add_tensor(name, arr)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return dst
+
+
+def test_gguf_tensor_rank_mismatch(tmp_path, good_gguf):
+    def q3d(name, a):
+        return name, (a.reshape(2, -1, a.shape[-1]) if name == "blk.0.attn_q.weight" else a)
+    _load_err(_regguf(good_gguf, tmp_path / "r.gguf", q3d), "blk.0.attn_q.weight has 3 dimensions")
+
+    def norm2d(name, a):
+        return name, (a.reshape(2, -1) if name == "blk.0.attn_norm.weight" else a)
+    _load_err(_regguf(good_gguf, tmp_path / "n.gguf", norm2d), "blk.0.attn_norm.weight has 2 dimensions")

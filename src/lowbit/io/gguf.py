@@ -115,6 +115,9 @@ class GGUFSource(TensorSource):
                                                                   "lowbit.cb.version" in self.reader.fields):
                 raise ModelFileError(f"{self.path}: tensor {t.name} has unsupported type {t.tensor_type.name} "
                                      f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})")
+            want_nd = 1 if t.name.endswith("norm.weight") else 2      # what the model builder unpacks
+            if t.name.endswith(".weight") and len(t.shape) != want_nd:
+                raise ModelFileError(f"{self.path}: tensor {t.name} has {len(t.shape)} dimensions, expected {want_nd}")
 
     def names(self):
         return list(self._t)
