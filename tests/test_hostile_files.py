@@ -354,3 +354,19 @@ def test_gguf_tensor_rank_mismatch(tmp_path, good_gguf):
     def norm2d(name, a):
         return name, (a.reshape(2, -1) if name == "blk.0.attn_norm.weight" else a)
     _load_err(_regguf(good_gguf, tmp_path / "n.gguf", norm2d), "blk.0.attn_norm.weight has 2 dimensions")
+
+
+def test_gguf_shapes_inconsistent_with_each_other(tmp_path, good_gguf):
+    """Every tensor individually sound, but they do not fit together (or the config): refused at load, not at
+    the first matmul or embedding lookup."""
+    def k32(name, a):
+        return name, (np.zeros((a.shape[0], 32), np.float32) if name == "blk.0.attn_k.weight" else a)
+    _load_err(_regguf(good_gguf, tmp_path / "k.gguf", k32), "fused matrices need 2-D \\[N, K\\] with one K")
+
+    def norm7(name, a):
+        return name, (np.ones(7, np.float32) if name == "blk.0.attn_norm.weight" else a)
+    _load_err(_regguf(good_gguf, tmp_path / "n.gguf", norm7), "norm weights have shapes \\(7,\\)")
+
+    def short_emb(name, a):
+        return name, (a[:-4] if name == "token_embd.weight" else a)
+    _load_err(_regguf(good_gguf, tmp_path / "e.gguf", short_emb), "tokenizer has 32 tokens but the embedding only 28")

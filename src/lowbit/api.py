@@ -191,6 +191,9 @@ def load(path=None, format: Optional[str] = None, n_ctx: Optional[int] = None, t
         _trim_heap()
         rss_tok = _rss_bytes() - (0 if p.is_dir() else _mapped_rss(p))   # the mapping is dropped after load
         model = LlamaModel(src, fmt, n_ctx=n_ctx, n_batch=n_batch, pure=pure)
+        if tok.vocab_size > model.config.vocab_size:    # token ids past the embedding rows: refuse at load
+            raise ModelFileError(f"{p}: the tokenizer has {tok.vocab_size} tokens but the embedding only "
+                                 f"{model.config.vocab_size} rows")
     finally:
         src.close()              # drop the file mapping: what was read for packing leaves our RSS
         del src

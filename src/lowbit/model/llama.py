@@ -77,12 +77,16 @@ class LlamaModel:
         want = {"wqkv": ((c.n_head + 2 * c.n_head_kv) * hd, c.n_embd), "wo": (c.n_embd, c.n_head * hd),
                 "wgu": (2 * c.n_ff, c.n_embd), "wdown": (c.n_embd, c.n_ff)}
         for i, L in enumerate(self.layers):
+            if L.attn_norm.shape != (c.n_embd,) or L.ffn_norm.shape != (c.n_embd,):
+                raise ModelFileError(f"{getattr(src, 'path', '')}: layer {i} norm weights have shapes "
+                                     f"{L.attn_norm.shape}, {L.ffn_norm.shape}; the config implies ({c.n_embd},)")
             for k, (N, K) in want.items():
                 w = getattr(L, k)
                 if (w.N, w.K) != (N, K):
                     raise ModelFileError(f"{getattr(src, 'path', '')}: layer {i} {k} has shape [{w.N}, {w.K}], "
                                          f"the config implies [{N}, {K}]")
-        if (self.output.N, self.output.K) != (c.vocab_size, c.n_embd) or self.embed.dim != c.n_embd:
+        if ((self.output.N, self.output.K) != (c.vocab_size, c.n_embd) or self.embed.dim != c.n_embd or
+                self.embed.n_rows != c.vocab_size or self.output_norm.shape != (c.n_embd,)):
             raise ModelFileError(f"{getattr(src, 'path', '')}: output/embedding shapes do not match the config")
 
     # -- setup -------------------------------------------------------------------------------------------------

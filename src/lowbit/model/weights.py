@@ -67,6 +67,10 @@ def build_linear(src, names, fmt, log, sensitive=False):
         return PackedLinear(src.codebook_linear(names, log))     # learned tables: used as stored
     shapes = [src.info(n)[1] for n in names]
     K = shapes[0][1]
+    if any(len(s) != 2 or s[1] != K for s in shapes):   # fused along N: every part needs the same K (hostile files)
+        from ..io import ModelFileError
+        raise ModelFileError(f"{getattr(src, 'path', '')}: {', '.join(names)} have shapes {shapes}; fused "
+                             f"matrices need 2-D [N, K] with one K")
     fmt0 = fmt
     if K % 32 == 0 and keep_q8(src, names, fmt, sensitive):
         fmt = "q8_0"
