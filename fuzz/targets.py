@@ -87,10 +87,10 @@ def seeds(kind: str) -> list:
     import tiny_llama
     from gguf import GGMLQuantizationType as T
     tiny = dict(n_embd=64, n_head=4, n_head_kv=2, n_ff=96, n_layer=1, vocab=32, ctx=64)
-    if kind in ("gguf", "gguf_header", "native"):
+    if kind in ("gguf", "gguf_header", "gguf_model", "native"):
         for t in (T.Q4_0, T.Q8_0, T.F16):
             p = tiny_llama.write(_DIR / f"seed_{t.name}.gguf", types={"default": t}, **tiny)
-            if kind in ("gguf", "gguf_header"):
+            if kind in ("gguf", "gguf_header", "gguf_model"):
                 out.append(p.read_bytes())
             else:
                 import lowbit
@@ -169,3 +169,16 @@ def gguf_header_target(data: bytes) -> None:
 
 
 TARGETS["gguf_header"] = gguf_header_target
+
+
+def gguf_model_target(data: bytes) -> None:
+    """The whole lowbit.load on a GGUF: tokenizer, config, every weight packed, shapes checked."""
+    import lowbit
+    p = _write("m.gguf", data)
+    try:
+        lowbit.load(p, n_ctx=8)
+    except ModelFileError:
+        return
+
+
+TARGETS["gguf_model"] = gguf_model_target

@@ -159,7 +159,12 @@ def _tokenizer_for(src, path: Path):
     else:
         if "tokenizer.ggml.tokens" not in src.reader.fields:
             raise ModelFileError(f"{path}: missing tokenizer (GGUF has no tokenizer.ggml.tokens)")
-        tok = Tokenizer.from_gguf(src.reader)
+        try:
+            tok = Tokenizer.from_gguf(src.reader)
+        except (ModelFileError, KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:      # bad vocabularies fail in many ways (tokenizers panics are BaseException)
+            raise ModelFileError(f"{path}: unusable tokenizer ({type(e).__name__}: {str(e)[:200]})") from None
     return tok
 
 
