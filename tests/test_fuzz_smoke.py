@@ -50,7 +50,8 @@ def _fuzz(kind, n):
     run()
 
 
-@pytest.mark.parametrize("kind, n", [("gguf", 100), ("gguf_header", 300), ("gguf_model", 40), ("safetensors", 100), ("native", 100)])
+@pytest.mark.parametrize("kind, n", [("gguf", 100), ("gguf_header", 300), ("gguf_model", 40), ("safetensors", 100),
+                                     ("native", 100)])
 def test_fuzz_loader(kind, n):
     _fuzz(kind, n)
 
