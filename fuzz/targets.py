@@ -44,10 +44,10 @@ def gguf_target(data: bytes) -> None:
     p = _write("f.gguf", data)
     try:
         src = GGUFSource(p)
+        src.config.validate(str(p))
+        _touch_source(src)
     except ModelFileError:
         return
-    src.config.validate(str(p))
-    _touch_source(src)
 
 
 def safetensors_target(data: bytes) -> None:
