@@ -31,6 +31,9 @@ def main():
     def one(data: bytes):
         target(data)
 
+    if not any(a.startswith("-artifact_prefix=") for a in extra):    # crash files out of the source tree
+        Path("/tmp/lowbit-fuzz-artifacts").mkdir(exist_ok=True)
+        extra.append("-artifact_prefix=/tmp/lowbit-fuzz-artifacts/")
     atheris.Setup([sys.argv[0], str(corpus)] + extra, one)
     atheris.Fuzz()
 
