@@ -24,12 +24,10 @@ cd "$DST/tests"
 ASAN_LIB=$(gcc -print-file-name=libasan.so)
 UBSAN_LIB=$(gcc -print-file-name=libubsan.so)
 export PYTHONPATH="$DST/src${PYTHONPATH:+:$PYTHONPATH}"
-python -c "import lowbit, sys; f = lowbit._core.__file__; sys.exit(0 if f.startswith('$DST') else 'sanitize: imported ' + f)" \
-  2>/dev/null || LD_PRELOAD="$ASAN_LIB:$UBSAN_LIB" ASAN_OPTIONS=detect_leaks=0 \
-  python -c "import lowbit, sys; f = lowbit._core.__file__; sys.exit(0 if f.startswith('$DST') else 'sanitize: imported ' + f)"
-LD_PRELOAD="$ASAN_LIB:$UBSAN_LIB" \
-ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 \
-UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-  python -m pytest -q -p no:cacheprovider -m "not slow" \
+export LD_PRELOAD="$ASAN_LIB:$UBSAN_LIB" ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1
+export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# the instrumented copy must be the one imported (not an installed or editable lowbit)
+python -c "import lowbit, sys; f = lowbit._core.__file__; sys.exit(0 if f.startswith('$DST') else 'sanitize: imported ' + f)"
+python -m pytest -q -p no:cacheprovider -m "not slow" \
     test_kernels.py test_linear.py test_bad_input.py test_repack.py "$@"
 echo "sanitize: ASan+UBSan kernel tests passed in $(( $(date +%s) - start )) s"
