@@ -5,9 +5,11 @@ finding. Used by fuzz/run_atheris.py (coverage-guided, local) and tests/test_fuz
 Each target writes the input to a file under a RAM directory because the loaders map files."""
 from __future__ import annotations
 
+import atexit
 import copy
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -18,6 +20,7 @@ from lowbit.io import ModelFileError
 
 HERE = Path(__file__).resolve().parent
 _DIR = Path(tempfile.mkdtemp(prefix="lowbit-fuzz-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+atexit.register(shutil.rmtree, _DIR, True)
 ST_CONFIG = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 64,
              "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": 1,
              "intermediate_size": 96, "vocab_size": 32, "rms_norm_eps": 1e-5, "max_position_embeddings": 64}
