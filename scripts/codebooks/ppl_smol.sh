@@ -6,11 +6,12 @@ M=${M:-/tmp/smol/smol.gguf}
 W=${W:-/work/shared/data/wikitext-2-raw/wiki.test.raw}
 CHUNKS=${CHUNKS:-4}
 D=${D:-/tmp/ppl_smol}; mkdir -p $D
-for cfg in q4_0 cb4:16 cb2:4 cb4:4 iq4_nl; do
+for cfg in q4_0 cb4:16 cb2:4; do
   IFS=: read fmt C <<< "$cfg"
   out=$D/smol_${fmt}${C:+_c$C}.gguf
   args="--format $fmt"; [ -n "$C" ] && args="$args --codebooks $C"
   python -m lowbit.cli quantize $M $args -o $out 2>/dev/null | tail -2
-  python -m lowbit.cli perplexity $out --text $W --chunks $CHUNKS --kld-ref $M --ref-format f32 --no-progress \
+  # --format q8_0: the untouched tied embedding/output runs as q8_0 in every row (auto would pick I8 for cb files)
+  python -m lowbit.cli perplexity $out --format q8_0 --text $W --chunks $CHUNKS --kld-ref $M --ref-format f32 --no-progress \
     --json $D/smol.json --label "$cfg" 2>&1 | grep -E "PPL|KLD"
 done
