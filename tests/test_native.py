@@ -111,9 +111,14 @@ def test_codebook_convert(tmp_path, fmt):
     np.testing.assert_array_equal(_logits(nat), _logits(ref))
 
 
-def test_codebook_convert_needs_codebook_source(tmp_path, capsys):
-    assert main(["convert", "--format", "cb4", "-o", str(tmp_path / "c.lowbit")]) == 1
-    assert "lowbit quantize" in capsys.readouterr().err
+def test_codebook_convert_quantizes_other_models(tmp_path, capsys):
+    out = tmp_path / "c.lowbit"
+    assert main(["convert", "--format", "cb2", "-o", str(out)]) == 0
+    assert "learning codebooks" in capsys.readouterr().out
+    nat = lowbit.load(out)
+    assert nat.format == "cb2" and any(pw.fmt == "cb2" for pw in _packed(nat))
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["c.lowbit"]          # the codebook GGUF is gone
+    assert nat.generate(PROMPT, max_tokens=4, temperature=0)
 
 
 def test_from_hf_directory(tmp_path):
