@@ -492,9 +492,10 @@ def write_native(llm, out, force=False, layout=None) -> dict:
         linears[key] = e
     tok = tokenizer_record(llm.path)
     for k in [k for k in tok if k != "kind"]:
-        add(f"tokenizer:{k}", np.frombuffer(json.dumps(tok[k], separators=(",", ":")).encode("utf-8"), np.uint8), "u8")
+        text = json.dumps(tok[k], separators=(",", ":")).encode("utf-8")
+        add(f"tokenizer:{k}", np.frombuffer(text, np.uint8), "u8")
         tok[k] = f"tokenizer:{k}"
-    header = {"format": llm.format, "cpu_family": ops._core.features()["arch"], "config": asdict(cfg),
+    header = {"format": llm.format, "cpu_family": ops.runtime_info()["arch"], "config": asdict(cfg),
               "embedding_type": emb.type_name, "tokenizer": tok,
               "tensors": tensors, "linears": linears, "source": str(llm.path.name)}
     hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
