@@ -22,8 +22,6 @@
 
 #define AI static inline __attribute__((always_inline))
 
-static const int32_t PERM[8] = {0, 1, 4, 5, 2, 3, 6, 7};
-
 AI float fp16(const uint8_t *p) { uint16_t h; memcpy(&h, p, 2); return _cvtsh_ss(h); }
 AI __m256i bcast8(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return _mm256_set1_epi64x(v); }
 AI int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
@@ -57,9 +55,8 @@ AI void cb4_unpack(const uint8_t *sb, const int8_t *aux, __m256i w[8]) {
 }
 
 /* Row sums (PERM order) of the unpacked cb4 block against activation halves: ua = |a|, a = signed. */
-AI __m256i cb4_dot(const __m256i w[8], __m256i alo, __m256i ahi) {
+AI __m256i cb4_dot_u(const __m256i w[8], __m256i alo, __m256i ahi, __m256i ulo, __m256i uhi) {
     const __m256i ones = _mm256_set1_epi16(1);
-    const __m256i ulo = _mm256_sign_epi8(alo, alo), uhi = _mm256_sign_epi8(ahi, ahi);
     __m256i s[4];
     for (int v = 0; v < 4; v++) {
         const __m256i plo = _mm256_maddubs_epi16(ulo, _mm256_sign_epi8(w[2 * v], alo));
@@ -69,12 +66,16 @@ AI __m256i cb4_dot(const __m256i w[8], __m256i alo, __m256i ahi) {
     return _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
 }
 
+AI __m256i cb4_dot(const __m256i w[8], __m256i alo, __m256i ahi) {
+    return cb4_dot_u(w, alo, ahi, _mm256_sign_epi8(alo, alo), _mm256_sign_epi8(ahi, ahi));
+}
+
 /* cb2 weights: w[2k+h] = elements 8k..8k+7 of rows 4h..4h+3 (signed). t_all: the first 4 tables' 4 entries
  * (index 4*id + crumb), used when every id of the super-block is < 4; otherwise the 4 rows' tables are
  * gathered into one 16-byte table per row quad. */
 AI int cb2_unpack(const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all_u, __m256i w[8]) {
     const uint8_t *id = sb + 16, *qs = sb + 24;
-    const __m256i m3 = _mm256_set1_epi8(3);
+    const __m256i m33 = _mm256_set1_epi8(0x33);
     uint64_t ids;
     memcpy(&ids, id, 8);
     __m256i t[2], bias[2];
@@ -99,10 +100,13 @@ AI int cb2_unpack(const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all
     }
     for (int h = 0; h < 2; h++) {
         const __m256i Q = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
-        w[h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_and_si256(Q, m3), bias[h]));
-        w[2 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Q, 2), m3), bias[h]));
-        w[4 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Q, 4), m3), bias[h]));
-        w[6 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Q, 6), m3), bias[h]));
+        /* X: crumbs 0, 2 in bits 0-1, 4-5; Y: crumbs 1, 3. PSHUFB reads index bits 0-3 and 7 only, and the
+         * 0x33 mask keeps bit 7 clear after the 16-bit shift by 4, so bits 4-6 may hold the other crumb. */
+        const __m256i X = _mm256_and_si256(Q, m33), Y = _mm256_and_si256(_mm256_srli_epi16(Q, 2), m33);
+        w[h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(X, bias[h]));
+        w[2 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(Y, bias[h]));
+        w[4 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_srli_epi16(X, 4), bias[h]));
+        w[6 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_srli_epi16(Y, 4), bias[h]));
     }
     return t_all_u;
 }
@@ -118,7 +122,7 @@ AI __m256i cb2_tables(const int8_t *aux, int *u) {
 
 /* cb2 dot when the weights were looked up from tables + 64 (all entries in [-64, 63]): maddubs(w + 64, a)
  * without sign ops, and -64 * Σa folded once per block (Σa = the activation block sum). */
-AI __m256i cb2_dot_u(const __m256i w[8], const __m256i a[4], int bsum) {
+AI __m256i cb2_dot_u0(const __m256i w[8], const __m256i a[4]) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i s[2];
     for (int h = 0; h < 2; h++) {
@@ -127,7 +131,11 @@ AI __m256i cb2_dot_u(const __m256i w[8], const __m256i a[4], int bsum) {
             acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(w[2 * k + h], a[k]), ones));
         s[h] = acc;
     }
-    return _mm256_sub_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_set1_epi32(64 * bsum));
+    return _mm256_hadd_epi32(s[0], s[1]);
+}
+
+AI __m256i cb2_dot_u(const __m256i w[8], const __m256i a[4], int bsum) {
+    return _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(64 * bsum));
 }
 
 AI __m256i cb2_dot(const __m256i w[8], const __m256i a[4]) {
@@ -147,40 +155,97 @@ AI __m256i cb2_dot(const __m256i w[8], const __m256i a[4]) {
 
 AI size_t sb_bytes(int fmt) { return fmt == LB_FMT_CB4 ? 8 * 19 : 8 * 11; }
 
+/* PERM lane order -> rows 0..7 (a 64-bit pair swap), then store the valid columns. */
 AI void store_cols(float *out, __m256 acc, int g, int n1, int N) {
-    float tmp[8], res[8];
+    acc = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(acc), 0xD8));
+    const int lim = n1 < N ? n1 : N;
+    if (8 * g + 8 <= lim) { _mm256_storeu_ps(out + 8 * g, acc); return; }
+    float tmp[8];
     _mm256_storeu_ps(tmp, acc);
-    for (int i = 0; i < 8; i++) res[PERM[i]] = tmp[i];
-    for (int r = 0; r < 8; r++)
-        if (8 * g + r < N && 8 * g + r < n1) out[8 * g + r] = res[r];
+    for (int r = 0; 8 * g + r < lim; r++) out[8 * g + r] = tmp[r];
+}
+
+#define LB_PF 2048   /* bytes ahead, as in gemx_8x8_avx2.c */
+
+/* The 8 fp16 row scales of a super-block as floats in PERM lane order (one in-lane pshufd). */
+AI __m256 load_dw(const uint8_t *sb) {
+    return _mm256_cvtph_ps(_mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)sb), 0xD8));
+}
+
+/* Integer row sums (PERM order) of one super-block against the block's prepared activations. */
+AI __m256i gemv_isum(int fmt, const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all_u, const __m256i a[4],
+                     const __m256i ua[2], int32_t off) {
+    __m256i w[8];
+    if (fmt == LB_FMT_CB4) {
+        cb4_unpack(sb, aux, w);
+        return cb4_dot_u(w, a[0], a[1], ua[0], ua[1]);
+    }
+    if (cb2_unpack(sb, aux, t_all, t_all_u, w))
+        return _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(off));
+    return cb2_dot(w, a);
 }
 
 AI void gemv_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
                 float *out, int n0, int n1, int N) {
     const int nb = K / LB_QK;
-    const size_t sbb = sb_bytes(fmt);
-    const __m256i perm = _mm256_loadu_si256((const __m256i *)PERM);
+    const size_t sbb = sb_bytes(fmt), gstride = (size_t)nb * sbb;
     int t_all_u = 0;
     const __m256i t_all = fmt == LB_FMT_CB2 ? cb2_tables(aux, &t_all_u) : _mm256_setzero_si256();
-    for (int g = n0 / 8; 8 * g < n1; g++) {
-        const uint8_t *sb = W + (size_t)g * nb * sbb;
-        __m256 acc = _mm256_setzero_ps();
-        for (int b = 0; b < nb; b++, sb += sbb) {
-            const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK;
-            __m256i w[8], isum;
+    /* per-block activation scale and cb2 offset 64*Σa, converted once per call */
+    float da[nb];
+    int32_t off[nb];
+    for (int b = 0; b < nb; b++) {
+        da[b] = fp16(A + (size_t)b * LB_Q8_BLOCK);
+        off[b] = 64 * bsums[b];
+    }
+    int g = n0 / 8;
+    for (; 8 * g + 8 < n1; g += 2) {   /* two row groups per step share the activation prep */
+        const uint8_t *s0 = W + (size_t)g * gstride, *s1 = s0 + gstride;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++, s0 += sbb, s1 += sbb) {
+            const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK + 2;
+            __m256i a[4], ua[2];
             if (fmt == LB_FMT_CB4) {
-                cb4_unpack(sb, aux, w);
-                isum = cb4_dot(w, _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 2))),
-                               _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 18))));
+                a[0] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab));
+                a[1] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 16)));
+                ua[0] = _mm256_sign_epi8(a[0], a[0]);
+                ua[1] = _mm256_sign_epi8(a[1], a[1]);
             } else {
-                __m256i a[4];
-                for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 2 + 8 * k);
-                isum = cb2_unpack(sb, aux, t_all, t_all_u, w) ? cb2_dot_u(w, a, bsums[b]) : cb2_dot(w, a);
+                for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 * k);
             }
-            const __m256 dw = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb)), perm);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(fp16(ab))), acc);
+            _mm_prefetch((const char *)s0 + LB_PF, _MM_HINT_T0);
+            _mm_prefetch((const char *)s1 + LB_PF, _MM_HINT_T0);
+            if (fmt == LB_FMT_CB4) {
+                _mm_prefetch((const char *)s0 + LB_PF + 64, _MM_HINT_T0);
+                _mm_prefetch((const char *)s1 + LB_PF + 64, _MM_HINT_T0);
+            }
+            const __m256 d = _mm256_set1_ps(da[b]);
+            const __m256i i0 = gemv_isum(fmt, s0, aux, t_all, t_all_u, a, ua, off[b]);
+            const __m256i i1 = gemv_isum(fmt, s1, aux, t_all, t_all_u, a, ua, off[b]);
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw(s0), d), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(load_dw(s1), d), acc1);
         }
-        store_cols(out, acc, g, n1, N);
+        store_cols(out, acc0, g, n1, N);
+        store_cols(out, acc1, g + 1, n1, N);
+    }
+    for (; 8 * g < n1; g++) {
+        const uint8_t *s0 = W + (size_t)g * gstride;
+        __m256 acc0 = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++, s0 += sbb) {
+            const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK + 2;
+            __m256i a[4], ua[2];
+            if (fmt == LB_FMT_CB4) {
+                a[0] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab));
+                a[1] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 16)));
+                ua[0] = _mm256_sign_epi8(a[0], a[0]);
+                ua[1] = _mm256_sign_epi8(a[1], a[1]);
+            } else {
+                for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 * k);
+            }
+            const __m256i i0 = gemv_isum(fmt, s0, aux, t_all, t_all_u, a, ua, off[b]);
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw(s0), _mm256_set1_ps(da[b])), acc0);
+        }
+        store_cols(out, acc0, g, n1, N);
     }
 }
 
@@ -195,7 +260,6 @@ AI void gemm_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8
                 const int16_t *bsums4, float *out, size_t ldo, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = sb_bytes(fmt);
-    const __m256i perm = _mm256_loadu_si256((const __m256i *)PERM);
     int t_all_u = 0;
     const __m256i t_all = fmt == LB_FMT_CB2 ? cb2_tables(aux, &t_all_u) : _mm256_setzero_si256();
     for (int g = n0 / 8; 8 * g < n1; g++) {
@@ -207,7 +271,7 @@ AI void gemm_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8
             int u = 0;
             if (fmt == LB_FMT_CB4) cb4_unpack(sb, aux, w);
             else u = cb2_unpack(sb, aux, t_all, t_all_u, w);
-            const __m256 dw = _mm256_permutevar8x32_ps(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)sb)), perm);
+            const __m256 dw = load_dw(sb);
             float das[4];
             _mm_storeu_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
             for (int i = 0; i < 4; i++) {
