@@ -12,7 +12,11 @@
  * the first 4 tables (kept in a register for the whole call) are indexed by 4*id + crumb instead, so no
  * per-block gather. The layout then matches iq4_nl's (elements 8k..8k+7 of rows 4h..4h+3 per ymm) and the
  * dot is its maddubs(|w|, sign(a, w)), or, when those register tables lie in [-64, 63] (what the learner
- * emits), maddubs(w + 64, a) - 64*Σa without sign ops. cb2 aux holds >= 4 tables (module.c checks 64 bytes). */
+ * emits), in GEMV maddubs(w + 64, a) - 64*Σa without sign ops, and in GEMM (|w| shared by 4 tokens)
+ * maddubs(|w|, sign(a, w)) with two products added in int16 (half the madd). cb2 aux holds >= 4 tables
+ * (module.c checks 64 bytes).
+ * GEMV runs two row groups per block step: they share the activation loads, |a| and the per-call tables of
+ * activation scales and offsets (as gemx_8x8_avx2.c does). */
 #ifndef __AVX2__
 #error "this file must be compiled with -mavx2 -mfma -mf16c"
 #endif
@@ -112,7 +116,7 @@ AI int cb2_unpack(const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all
 }
 
 /* The first 4 cb2 tables (aux holds >= 4: module.c checks 64 bytes); *u = 1 and the entries + 64 when all of
- * them lie in [-64, 63] (the learner's range), so cb2_dot_u applies. */
+ * them lie in [-64, 63] (the learner's range), so cb2_dot_u0 applies. */
 AI __m256i cb2_tables(const int8_t *aux, int *u) {
     const __m128i t = _mm_setr_epi32(ld32(aux), ld32(aux + 16), ld32(aux + 32), ld32(aux + 48));
     const __m128i out = _mm_or_si128(_mm_cmpgt_epi8(t, _mm_set1_epi8(63)), _mm_cmplt_epi8(t, _mm_set1_epi8(-64)));
@@ -134,10 +138,6 @@ AI __m256i cb2_dot_u0(const __m256i w[8], const __m256i a[4]) {
     return _mm256_hadd_epi32(s[0], s[1]);
 }
 
-AI __m256i cb2_dot_u(const __m256i w[8], const __m256i a[4], int bsum) {
-    return _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(64 * bsum));
-}
-
 AI __m256i cb2_dot(const __m256i w[8], const __m256i a[4]) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i s[2];
@@ -151,6 +151,30 @@ AI __m256i cb2_dot(const __m256i w[8], const __m256i a[4]) {
         s[h] = acc;
     }
     return _mm256_hadd_epi32(s[0], s[1]);
+}
+
+/* GEMM form of the cb2 dot for tables in [-64, 64]: maddubs(|w|, sign(a, w)) pairs stay <= 2*64*127, so two
+ * of them add in int16 and 4 madd per block suffice instead of 8. |w| (uw) is taken once per block and
+ * shared by the 4 tokens; this pays where madd throughput, not ALU ops, is the limit (not in GEMV). */
+AI __m256i cb2_dot_s2(const __m256i uw[8], const __m256i w[8], const __m256i a[4]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s[2];
+    for (int h = 0; h < 2; h++) {
+        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(uw[h], _mm256_sign_epi8(a[0], w[h])),
+                                           _mm256_maddubs_epi16(uw[2 + h], _mm256_sign_epi8(a[1], w[2 + h])));
+        const __m256i q = _mm256_add_epi16(_mm256_maddubs_epi16(uw[4 + h], _mm256_sign_epi8(a[2], w[4 + h])),
+                                           _mm256_maddubs_epi16(uw[6 + h], _mm256_sign_epi8(a[3], w[6 + h])));
+        s[h] = _mm256_add_epi32(_mm256_madd_epi16(p, ones), _mm256_madd_epi16(q, ones));
+    }
+    return _mm256_hadd_epi32(s[0], s[1]);
+}
+
+/* The first 4 cb2 tables as stored; *small = 1 when every entry lies in [-64, 64] (cb2_dot_s2 applies). */
+AI __m256i cb2_tables_raw(const int8_t *aux, int *small) {
+    const __m128i t = _mm_setr_epi32(ld32(aux), ld32(aux + 16), ld32(aux + 32), ld32(aux + 48));
+    const __m128i out = _mm_or_si128(_mm_cmpgt_epi8(t, _mm_set1_epi8(64)), _mm_cmplt_epi8(t, _mm_set1_epi8(-64)));
+    *small = _mm_testz_si128(out, out);
+    return _mm256_broadcastsi128_si256(t);
 }
 
 AI size_t sb_bytes(int fmt) { return fmt == LB_FMT_CB4 ? 8 * 19 : 8 * 11; }
@@ -260,17 +284,19 @@ AI void gemm_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8
                 const int16_t *bsums4, float *out, size_t ldo, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = sb_bytes(fmt);
-    int t_all_u = 0;
-    const __m256i t_all = fmt == LB_FMT_CB2 ? cb2_tables(aux, &t_all_u) : _mm256_setzero_si256();
+    int t_all_s = 0;
+    const __m256i t_all = fmt == LB_FMT_CB2 ? cb2_tables_raw(aux, &t_all_s) : _mm256_setzero_si256();
     for (int g = n0 / 8; 8 * g < n1; g++) {
         const uint8_t *sb = W + (size_t)g * nb * sbb;
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int b = 0; b < nb; b++, sb += sbb) {
             const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
-            __m256i w[8];
-            int u = 0;
+            __m256i w[8], uw[8];
+            int small = 0;
             if (fmt == LB_FMT_CB4) cb4_unpack(sb, aux, w);
-            else u = cb2_unpack(sb, aux, t_all, t_all_u, w);
+            else small = cb2_unpack(sb, aux, t_all, t_all_s, w);
+            if (small)
+                for (int k = 0; k < 8; k++) uw[k] = _mm256_sign_epi8(w[k], w[k]);
             const __m256 dw = load_dw(sb);
             float das[4];
             _mm_storeu_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
@@ -281,7 +307,7 @@ AI void gemm_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8
                 } else {
                     __m256i a[4];
                     for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 + 32 * k + 8 * i);
-                    isum = u ? cb2_dot_u(w, a, bsums4[4 * b + i]) : cb2_dot(w, a);
+                    isum = small ? cb2_dot_s2(uw, w, a) : cb2_dot(w, a);
                 }
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(das[i])), acc[i]);
             }
