@@ -14,18 +14,23 @@ LB_ARM_DECL(q4_0_4x4__neon)
 LB_ARM_DECL(iq4_nl_4x4__neon)
 LB_ARM_DECL(q8_0_4x4__neon)
 LB_ARM_DECL(cb4_4x4__neon)
+LB_ARM_DECL(cb2_4x4__neon)
 LB_ARM_DECL(q4_0_4x4__dotprod)
 LB_ARM_DECL(iq4_nl_4x4__dotprod)
 LB_ARM_DECL(q8_0_4x4__dotprod)
 LB_ARM_DECL(cb4_4x4__dotprod)
+LB_ARM_DECL(cb2_4x4__dotprod)
 LB_ARM_DECL(q4_0_4x8__i8mm)
 LB_ARM_DECL(iq4_nl_4x8__i8mm)
 LB_ARM_DECL(q8_0_4x8__i8mm)
 LB_ARM_DECL(cb4_4x8__i8mm)
+LB_ARM_DECL(cb2_4x8__i8mm)
 #ifdef LB_HAVE_SVE
 LB_ARM_DECL(q4_0_8x8__sve256)
 LB_ARM_DECL(iq4_nl_8x8__sve256)
 LB_ARM_DECL(q8_0_8x8__sve256)
+LB_ARM_DECL(cb4_8x8__sve256)
+LB_ARM_DECL(cb2_8x8__sve256)
 int lb_sve_vector_bits_impl(void);
 #endif
 /* Defines the exported gemv_/gemm_ pair of one kernel from the TU's static always-inline bodies. */

@@ -10,7 +10,9 @@
 
 AI float lb_h2f(const uint8_t *p) { __fp16 h; memcpy(&h, p, 2); return (float)h; }
 AI float32x4_t lb_h2f4(const uint8_t *p) { return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(p))); }
-AI size_t lb_sbb(int fmt, int R) { return (size_t)R * (fmt == LB_FMT_Q8_0 ? 34 : fmt == LB_FMT_CB4 ? 19 : 18); }
+AI size_t lb_sbb(int fmt, int R) {
+    return (size_t)R * (fmt == LB_FMT_Q8_0 ? 34 : fmt == LB_FMT_CB4 ? 19 : fmt == LB_FMT_CB2 ? 11 : 18);
+}
 
 /* q4_0 weights are unpacked in the sign form (nibble << 4 or byte & 0xF0 = 16 * (q - 8), exact in int8),
  * so their integer sums are 16x: fixed-point convert with 4 fraction bits divides exactly. */
@@ -62,9 +64,32 @@ AI void lb_unpack_cb4_r4(int B, const uint8_t *sb, const int8_t *aux, int8x16_t 
     }
 }
 
+/* cb2 super-block (R=4): 4 fp16 scales, 4 codebook ids, 32 crumb bytes (no XOR). Only entries 0..3 of a
+ * row's table are used, so the 4 rows' tables fit one 16-byte TBL table (row r at bytes 4r..4r+3), indexed
+ * by crumb | 4 * (row of the byte). Byte j of a row holds elements j, j+8, j+16, j+24, so crumb c of code
+ * vector v is chunk 2c+v in both interleaves: B=4, v = bytes 4v..4v+3 of rows 0-3 -> elements 8c+4v..+3;
+ * B=8, v = rows 2v,2v+1 x bytes 0..7 -> elements 8c..8c+7. Same w[k] meaning as the 4-bit unpackers. */
+AI void lb_unpack_cb2_r4(int B, const uint8_t *sb, const int8_t *aux, int8x16_t w[8]) {
+    uint32_t t4[4];
+    for (int r = 0; r < 4; r++) memcpy(&t4[r], aux + 16 * sb[8 + r], 4);
+    const int8x16_t tab = vreinterpretq_s8_u32(vld1q_u32(t4));
+    static const uint8_t off4[16] = {0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12};
+    static const uint8_t off8[2][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4},
+                                        {8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12}};
+    const uint8x16_t m2 = vdupq_n_u8(3);
+    for (int v = 0; v < 2; v++) {
+        const uint8x16_t q = vld1q_u8(sb + 12 + 16 * v), off = vld1q_u8(B == 4 ? off4 : off8[v]);
+        w[v] = vqtbl1q_s8(tab, vorrq_u8(vandq_u8(q, m2), off));
+        w[2 + v] = vqtbl1q_s8(tab, vorrq_u8(vandq_u8(vshrq_n_u8(q, 2), m2), off));
+        w[4 + v] = vqtbl1q_s8(tab, vorrq_u8(vandq_u8(vshrq_n_u8(q, 4), m2), off));
+        w[6 + v] = vqtbl1q_s8(tab, vorrq_u8(vshrq_n_u8(q, 6), off));
+    }
+}
+
 /* Any R=4 format: the right unpacker for the super-block at sb. */
 AI void lb_unpack_any_r4(int fmt, int B, const uint8_t *sb, const int8_t *aux, int8x16_t w[8]) {
     if (fmt == LB_FMT_CB4) lb_unpack_cb4_r4(B, sb, aux, w);
+    else if (fmt == LB_FMT_CB2) lb_unpack_cb2_r4(B, sb, aux, w);
     else lb_unpack_r4(fmt, sb + 8, w);
 }
 
