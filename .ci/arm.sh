@@ -111,7 +111,7 @@ import pytest
 import lowbit.ops as o
 info = o.runtime_info()
 fam = os.environ["LOWBIT_EXPECT_FAMILY"]
-got = {f: o.kernel_for(f)["name"] for f in ("q4_0", "iq4_nl", "q8_0")}
+got = {f: o.kernel_for(f)["name"] for f in ("q4_0", "iq4_nl", "q8_0", "cb4", "cb2")}
 print(f"  features={info['features']} sve_bits={info['sve_bits']} kernels={got}", flush=True)
 bad = {f: n for f, n in got.items() if not n.endswith("__" + fam)}
 if bad:
