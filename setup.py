@@ -53,6 +53,9 @@ class IsaBuildExt(build_ext):
 setup(
     ext_modules=[Extension(
         "lowbit._core", sources=COMMON, include_dirs=["csrc/include", "csrc"], define_macros=MACROS,
+        # ISA objects are linked in as extra_objects: list them (and the headers) so editing one relinks
+        depends=sorted(glob.glob("csrc/**/*.c", recursive=True) + glob.glob("csrc/**/*.h", recursive=True)
+                       + ["csrc/kernels.inc"]),
         extra_compile_args=BASE_FLAGS, extra_link_args=["-lpthread", "-lm"])],
     cmdclass={"build_ext": IsaBuildExt},
 )
