@@ -8,7 +8,7 @@ from typing import Optional
 import numpy as np
 
 from . import _core
-from .formats import get_format
+from .formats import check_float_matrix, get_format
 from .formats.repack import interleave
 
 KERNELS = _core.kernels()           # the list in csrc/kernels.inc, with usability on this CPU
@@ -121,13 +121,8 @@ def _check_nk(N: int, K: int) -> None:
 
 def pack_weight(w: np.ndarray, fmt: str = "q4_0", kernel: Optional[str] = None) -> PackedWeight:
     """Quantize a float [N, K] matrix with the numpy reference quantizer and pack it for the kernel."""
-    w = np.asarray(w)
-    if w.ndim != 2:
-        raise ValueError(f"weight must be 2-D [N, K], got shape {w.shape}")
-    if not np.issubdtype(w.dtype, np.floating):
-        raise TypeError(f"weight must be floating point, got {w.dtype}")
+    w = check_float_matrix(w)
     N, K = w.shape
-    _check_nk(N, K)
     f = get_format(fmt)
     if f.quantize is None:
         raise ValueError(f"format {fmt} has no direct quantizer; use its learning tool")

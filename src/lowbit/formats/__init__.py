@@ -43,3 +43,18 @@ def get_format(name: str) -> Format:
 
 def register(fmt: Format) -> None:
     FORMATS[fmt.name] = fmt
+
+
+def check_float_matrix(w) -> np.ndarray:
+    """A float [N, K] weight with K a positive multiple of 32 (what every block format needs), else a clear error."""
+    w = np.asarray(w)
+    if w.ndim != 2:
+        raise ValueError(f"weight must be 2-D [N, K], got shape {w.shape}")
+    if not np.issubdtype(w.dtype, np.floating):
+        raise TypeError(f"weight must be floating point, got {w.dtype}")
+    N, K = w.shape
+    if N < 1:
+        raise ValueError(f"weight must have at least one output row, got N={N}")
+    if K < 32 or K % 32:
+        raise ValueError(f"K={K} must be a positive multiple of 32 for block formats (use a float fallback)")
+    return w

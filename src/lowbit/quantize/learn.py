@@ -13,6 +13,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from ..formats import check_float_matrix
 from ..formats.cb import BLOCK_BYTES, ENTRIES, TABLE_RANGE, dequantize_blocks, make_blocks
 from .encode import Tables, encode
 
@@ -171,14 +172,8 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
         raise ValueError(f"unknown codebook format {fmt!r}; use cb4 or cb2")
     if not isinstance(C, (int, np.integer)) or not 1 <= C <= 256:
         raise ValueError(f"number of codebooks must be an integer in 1..256, got {C!r}")
-    w = np.asarray(w)
-    if w.ndim != 2:
-        raise ValueError(f"weight must be 2-D [N, K], got shape {w.shape}")
-    if not np.issubdtype(w.dtype, np.floating):
-        raise TypeError(f"weight must be floating point, got {w.dtype}")
+    w = check_float_matrix(w)
     N, K = w.shape
-    if N < 1 or K < 32 or K % 32:
-        raise ValueError(f"weight shape [{N}, {K}]: K must be a positive multiple of 32")
     if not np.all(np.isfinite(w)):
         raise ValueError("weight contains NaN or Inf")
     X = np.ascontiguousarray(w, dtype=np.float32).reshape(-1, 32)
