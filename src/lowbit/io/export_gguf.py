@@ -4,13 +4,12 @@ copied as they are; others are dequantized and re-quantized with lowbit's refere
 bits as ggml's). Packed .lowbit weights are de-interleaved back to ggml's block order."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import ModelFileError
+from .atomic import atomic_path
 
 TYPES = ("q4_0", "iq4_nl", "q8_0", "f16")
 
@@ -92,47 +91,37 @@ def export_gguf(model, out, type_="q4_0", force=False, log=print) -> dict:
                              f".lowbit made from one), which carries llama.cpp's vocabulary keys")
     src = _open_source(p)
     c = src.config
-    fd, tmp = tempfile.mkstemp(prefix="." + out.name + ".", suffix=".tmp", dir=str(out.parent))
-    os.close(fd)
     try:
-        w = gguf.GGUFWriter(tmp, "llama")
-        w.add_name(c.name or p.stem)
-        w.add_block_count(c.n_layer)
-        w.add_context_length(c.n_ctx_train)
-        w.add_embedding_length(c.n_embd)
-        w.add_feed_forward_length(c.n_ff)
-        w.add_head_count(c.n_head)
-        w.add_head_count_kv(c.n_head_kv)
-        w.add_rope_dimension_count(c.head_dim)
-        w.add_layer_norm_rms_eps(c.rms_eps)
-        w.add_rope_freq_base(c.rope_base)
-        w.add_vocab_size(c.vocab_size)
-        w.add_file_type({"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "iq4_nl": gguf.LlamaFileType.MOSTLY_IQ4_NL,
-                         "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f16": gguf.LlamaFileType.MOSTLY_F16}[type_])
-        _add_tokenizer(w, tok["meta"])
-        counts = {}
-        for name, tname, shape, raw in _source_tensors(src):
-            if name == "output.weight" and c.tied_embeddings:
-                continue
-            arr, raw_type, what = _encode(name, tname, shape, raw, type_)
-            counts[what] = counts.get(what, 0) + 1
-            if raw_type is None:
-                w.add_tensor(name, arr)
-            else:
-                w.add_tensor(name, arr, raw_dtype=raw_type)
-        w.write_header_to_file()
-        w.write_kv_data_to_file()
-        w.write_tensors_to_file()
-        w.close()
-        if out.exists() and not force:
-            raise FileExistsError(f"{out} exists; pass --force to overwrite it")
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+        with atomic_path(out, force) as tmp:
+            w = gguf.GGUFWriter(tmp, "llama")
+            w.add_name(c.name or p.stem)
+            w.add_block_count(c.n_layer)
+            w.add_context_length(c.n_ctx_train)
+            w.add_embedding_length(c.n_embd)
+            w.add_feed_forward_length(c.n_ff)
+            w.add_head_count(c.n_head)
+            w.add_head_count_kv(c.n_head_kv)
+            w.add_rope_dimension_count(c.head_dim)
+            w.add_layer_norm_rms_eps(c.rms_eps)
+            w.add_rope_freq_base(c.rope_base)
+            w.add_vocab_size(c.vocab_size)
+            w.add_file_type({"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "iq4_nl": gguf.LlamaFileType.MOSTLY_IQ4_NL,
+                             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f16": gguf.LlamaFileType.MOSTLY_F16}[type_])
+            _add_tokenizer(w, tok["meta"])
+            counts = {}
+            for name, tname, shape, raw in _source_tensors(src):
+                if name == "output.weight" and c.tied_embeddings:
+                    continue
+                arr, raw_type, what = _encode(name, tname, shape, raw, type_)
+                counts[what] = counts.get(what, 0) + 1
+                if raw_type is None:
+                    w.add_tensor(name, arr)
+                else:
+                    w.add_tensor(name, arr, raw_dtype=raw_type)
+            w.write_header_to_file()
+            w.write_kv_data_to_file()
+            w.write_tensors_to_file()
+            w.close()
     finally:
         src.close()
     return {"path": str(out), "bytes": out.stat().st_size, "tensors": counts}

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from . import ModelFileError
+from .atomic import atomic_path
 from .source import TensorSource
 
 MAGIC = b"LOWBIT\x00N"
@@ -501,9 +502,8 @@ def write_native(llm, out, force=False, layout=None) -> dict:
     hj = json.dumps(header, separators=(",", ":")).encode("utf-8")
     doff = _align(_PRE.size + len(hj))
     dsize = max((o + a.nbytes for o, a in blobs), default=0)
-    fd, tmp = tempfile.mkstemp(prefix="." + out.name + ".", suffix=".tmp", dir=str(out.parent))
-    try:
-        with os.fdopen(fd, "wb") as f:
+    with atomic_path(out, force) as tmp:
+        with open(tmp, "wb") as f:
             f.write(_PRE.pack(MAGIC, VERSION, 0, len(hj), doff, dsize))
             f.write(hj)
             f.write(b"\0" * (doff - _PRE.size - len(hj)))
@@ -513,15 +513,6 @@ def write_native(llm, out, force=False, layout=None) -> dict:
             f.truncate(doff + dsize)
             f.flush()
             os.fsync(f.fileno())
-        if out.exists() and not force:       # created meanwhile: still never overwrite without --force
-            raise FileExistsError(f"{out} exists; pass --force to overwrite it")
-        os.replace(tmp, out)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return {"path": str(out), "bytes": doff + dsize, "linears": len(linears)}
 
 
