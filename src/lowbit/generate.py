@@ -7,8 +7,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional, Sequence
 
-import numpy as np
-
 from .model.llama import ContextFullError
 from .sampling import Sampler
 
