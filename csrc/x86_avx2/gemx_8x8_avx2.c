@@ -16,6 +16,7 @@
 #include <immintrin.h>
 #include <string.h>
 #include "avx2.h"
+#include "signed_dot.h"
 
 #define LB_PF 2048   /* bytes */
 #define AI static inline __attribute__((always_inline))
@@ -68,18 +69,7 @@ AI __m256i block_isum(int fmt, const uint8_t *qs, const __m256i a[4]) {
             w[4 + i] = _mm256_shuffle_epi8(tab, _mm256_and_si256(_mm256_srli_epi16(L, 4), m4));
         }
     }
-    /* w[2k+h] = elements 8k..8k+7 of rows 4h..4h+3 */
-    __m256i s[2];
-    for (int h = 0; h < 2; h++) {
-        __m256i acc = _mm256_setzero_si256();
-        for (int k = 0; k < 4; k++) {
-            const __m256i wv = w[2 * k + h];
-            const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(a[k], wv));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
-        }
-        s[h] = acc;
-    }
-    return _mm256_hadd_epi32(s[0], s[1]);
+    return lb_avx2_signed_dot8(w, a);   /* w[2k+h] = elements 8k..8k+7 of rows 4h..4h+3 */
 }
 
 AI void gemv_8x8(int fmt, int K, const uint8_t *W, const uint8_t *A, const int16_t *bsums, float *out, int n0,

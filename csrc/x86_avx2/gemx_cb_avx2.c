@@ -23,6 +23,7 @@
 #include <immintrin.h>
 #include <string.h>
 #include "cb_avx2.h"
+#include "signed_dot.h"
 
 #define AI static inline __attribute__((always_inline))
 
@@ -138,20 +139,6 @@ AI __m256i cb2_dot_u0(const __m256i w[8], const __m256i a[4]) {
     return _mm256_hadd_epi32(s[0], s[1]);
 }
 
-AI __m256i cb2_dot(const __m256i w[8], const __m256i a[4]) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i s[2];
-    for (int h = 0; h < 2; h++) {
-        __m256i acc = _mm256_setzero_si256();
-        for (int k = 0; k < 4; k++) {
-            const __m256i wv = w[2 * k + h];
-            const __m256i p = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(a[k], wv));
-            acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, ones));
-        }
-        s[h] = acc;
-    }
-    return _mm256_hadd_epi32(s[0], s[1]);
-}
 
 /* GEMM form of the cb2 dot for tables in [-64, 64]: maddubs(|w|, sign(a, w)) pairs stay <= 2*64*127, so two
  * of them add in int16 and 4 madd per block suffice instead of 8. |w| (uw) is taken once per block and
@@ -206,7 +193,7 @@ AI __m256i gemv_isum(int fmt, const uint8_t *sb, const int8_t *aux, __m256i t_al
     }
     if (cb2_unpack(sb, aux, t_all, t_all_u, w))
         return _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(off));
-    return cb2_dot(w, a);
+    return lb_avx2_signed_dot8(w, a);
 }
 
 AI void gemv_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
@@ -307,7 +294,7 @@ AI void gemm_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8
                 } else {
                     __m256i a[4];
                     for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 + 32 * k + 8 * i);
-                    isum = small ? cb2_dot_s2(uw, w, a) : cb2_dot(w, a);
+                    isum = small ? cb2_dot_s2(uw, w, a) : lb_avx2_signed_dot8(w, a);
                 }
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(das[i])), acc[i]);
             }
