@@ -1,4 +1,4 @@
-"""`lowbit export-gguf MODEL -o OUT.gguf --type q4_0|iq4_nl|q8_0|f16 [--force]`: a GGUF llama.cpp can load
+"""`lowbit export-gguf MODEL -o OUT.gguf --type q4_0|iq4_nl|q8_0|f16|f32 [--force]`: a GGUF llama.cpp can load
 (io/export_gguf.py). MODEL: a GGUF, a codebook GGUF or a .lowbit file made from a GGUF."""
 import time
 

@@ -11,7 +11,7 @@ import numpy as np
 from . import ModelFileError
 from .atomic import atomic_path
 
-TYPES = ("q4_0", "iq4_nl", "q8_0", "f16")
+TYPES = ("q4_0", "iq4_nl", "q8_0", "f16", "f32")
 
 
 def _source_tensors(src):
@@ -67,8 +67,8 @@ def _encode(name, tname, shape, raw, target):
         return np.ascontiguousarray(np.asarray(raw).view(np.uint8)).reshape(N, -1), T[tname], "copied"
     w = raw if tname == "F32" and raw.dtype == np.float32 else dequantize(raw, tname, shape)
     w = np.ascontiguousarray(w, np.float32).reshape(N, K)
-    if target == "f16":
-        return w.astype(np.float16), None, f"{tname} -> f16"
+    if target in ("f16", "f32"):     # f32: e.g. a dequantized model as input for llama.cpp's quantizer
+        return w.astype(np.float16 if target == "f16" else np.float32), None, f"{tname} -> {target}"
     blocks = get_format(target).quantize(w.reshape(-1, 32)).reshape(N, -1)
     return blocks, T[target.upper()], f"{tname} -> {target}"
 
@@ -106,7 +106,8 @@ def export_gguf(model, out, type_="q4_0", force=False, log=print) -> dict:
             w.add_rope_freq_base(c.rope_base)
             w.add_vocab_size(c.vocab_size)
             w.add_file_type({"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "iq4_nl": gguf.LlamaFileType.MOSTLY_IQ4_NL,
-                             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f16": gguf.LlamaFileType.MOSTLY_F16}[type_])
+                             "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                             "f32": gguf.LlamaFileType.ALL_F32}[type_])
             _add_tokenizer(w, tok["meta"])
             counts = {}
             for name, tname, shape, raw in _source_tensors(src):
