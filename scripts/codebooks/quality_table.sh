@@ -3,7 +3,8 @@
 # usage: scripts/codebooks/quality_table.sh stories|smol [ROW ...]
 #   env: CHUNKS (default: all for stories, 64 for smol), D (work dir, default /tmp/qt), W (text), SMOL (Q4_1 GGUF)
 #   rows: f32 q8_0 q4_0 iq4_nl Q4_K_M Q2_K cb4:C cb2:C  (default: all of them, cb4 C=1,4,8,16, cb2 C=4,16)
-#         mix:SPEC = lowbit quantize --format cb2 --keep-cb4 SPEC (cb4 on the matching tensors)
+#         mix:NAME = lowbit quantize --format cb2 --keep-cb4 PATTERNS (cb4 C=16 on the matching tensors), NAME:
+#           gu = cb2 on ffn_gate + ffn_up, cb4 elsewhere;  up = cb2 on ffn_up only
 # Then: python scripts/codebooks/render_table.py $D/<model>_<chunks>.json  (the markdown table)
 # Files: the reference is stories260K's F32 GGUF / SmolLM2's shipped Q4_1 run as F32. lowbit rows come from
 # `lowbit quantize` of that file; Q4_K_M/Q2_K from llama.cpp's quantizer (llama-cpp-python, the `peer` extra,
@@ -31,7 +32,9 @@ for row in $rows; do
   case $fmt in
     f32) out=$M ;;
     Q4_K_M|Q2_K) [ -f $out ] || $PEER_PY scripts/codebooks/llama_quantize.py $F32 $out $fmt --keep-embd > $out.log 2>&1 ;;
-    mix) [ -f $out ] || python -m lowbit.cli quantize $M --format cb2 --keep-cb4 "$C" -o $out 2>/dev/null | tail -2 ;;
+    mix) case $C in gu) keep='*.attn_*,*.ffn_down.*' ;; up) keep='*.attn_*,*.ffn_gate.*,*.ffn_down.*' ;;
+           *) echo "unknown mix $C"; exit 2 ;; esac
+         [ -f $out ] || python -m lowbit.cli quantize $M --format cb2 --keep-cb4 "$keep" -o $out 2>/dev/null | tail -2 ;;
     *) args="--format $fmt"; [ -n "$C" ] && args="$args --codebooks $C"
        [ -f $out ] || python -m lowbit.cli quantize $M $args -o $out 2>/dev/null | tail -2 ;;
   esac

@@ -1,7 +1,9 @@
 """`lowbit quantize MODEL --format cb4 [--codebooks C] [--calib FILE] -o OUT`: re-quantize a GGUF's 2-D block
 weights (every blk.* matrix whose K is a multiple of 32) and write a GGUF. cb4/cb2 tensors are stored as
 described in lowbit/quantize/gguf_io.py; q4_0/iq4_nl/q8_0 as ggml's own types. token_embd / output and all
-1-D tensors are copied unchanged (`--all` quantizes output.weight too)."""
+1-D tensors are copied unchanged (`--all` quantizes output.weight too). `--format cb2 --keep-cb4 PATTERNS` makes
+a cb2/cb4 mixture (cb4 on the matching, sensitive tensors), as llama.cpp's Q2_K mixes in Q3_K..Q6_K."""
+import fnmatch
 import os
 import sys
 import time
@@ -24,6 +26,19 @@ def add_arguments(p):
     p.add_argument("--all", action="store_true", help="also quantize output.weight")
     p.add_argument("--sample", type=int, default=4096, help="groups per tensor used to learn the tables (4096)")
     p.add_argument("--rounds", type=int, default=4, help="alternating refinement rounds (4)")
+    p.add_argument("--keep-cb4", metavar="PATTERNS",
+                   help="with --format cb2: tensors whose name matches one of these comma-separated shell patterns "
+                        "(e.g. '*.ffn_down.*,blk.0.*') are quantized to cb4 instead")
+    p.add_argument("--cb4-codebooks", type=int, default=DEFAULT_CODEBOOKS["cb4"],
+                   help="codebooks of the --keep-cb4 tensors (default 16)")
+
+
+def keep_cb4_patterns(spec):
+    """'a,b' -> ['a', 'b']; empty entries are an error (a stray comma would match nothing silently)."""
+    pats = [p.strip() for p in spec.split(",")]
+    if not all(pats):
+        raise ValueError(f"--keep-cb4 {spec!r}: empty pattern")
+    return pats
 
 
 def _targets(reader, include_output):
@@ -58,6 +73,11 @@ def main(args):
         raise ValueError(f"--codebooks applies to cb4/cb2, not {fmt}")
     if args.calib and fmt not in DEFAULT_CODEBOOKS:
         raise ValueError("--calib (importance weights) applies to cb4/cb2 only")
+    keep = keep_cb4_patterns(args.keep_cb4) if args.keep_cb4 else []
+    if keep and fmt != "cb2":
+        raise ValueError("--keep-cb4 applies to --format cb2 only")
+    if keep and not 1 <= args.cb4_codebooks <= 16:
+        raise ValueError(f"--cb4-codebooks must be in 1..16, got {args.cb4_codebooks}")
     src_path = resolve(args.model)
     if src_path.is_dir():
         raise ValueError(f"{src_path}: lowbit quantize reads GGUF files (convert the directory first)")
@@ -84,6 +104,9 @@ def main(args):
     arch = reader.fields["general.architecture"].contents()
     targets = dict((t.name, shape) for t, shape in _targets(reader, args.all))
     total = sum(N * K for N, K in targets.values())
+    as_cb4 = {n for n in targets if any(fnmatch.fnmatchcase(n, p) for p in keep)}
+    if keep and not as_cb4:
+        raise ValueError(f"--keep-cb4 {args.keep_cb4!r} matches none of the {len(targets)} quantized tensors")
     writer = gguf.GGUFWriter(out_path, arch)
     gguf_io.copy_fields(reader, writer)
     if fmt in DEFAULT_CODEBOOKS:
@@ -101,7 +124,8 @@ def main(args):
             N, K = targets[t.name]
             w = dequantize(np.asarray(t.data), t.tensor_type.name, (N, K))
             if fmt in DEFAULT_CODEBOOKS:
-                ct = quantize_tensor(w, fmt, C, importance=importance.get(t.name), rounds=args.rounds,
+                f_t, C_t = ("cb4", args.cb4_codebooks) if t.name in as_cb4 else (fmt, C)
+                ct = quantize_tensor(w, f_t, C_t, importance=importance.get(t.name), rounds=args.rounds,
                                      sample=args.sample, pool=pool, progress=lambda g: bar.update(32 * g))
                 gguf_io.add_codebook_tensor(writer, t.name, ct)
                 bits += (ct.blocks.nbytes + ct.tables.nbytes) * 8
@@ -118,6 +142,7 @@ def main(args):
     writer.close()
     print(f"quantized {len(targets)} tensors, {total / 1e6:.1f} M weights to {fmt}"
           + (f" (C={C}{', importance-weighted' if importance else ''})" if fmt in DEFAULT_CODEBOOKS else "")
+          + (f", {len(as_cb4)} of them cb4 (C={args.cb4_codebooks}, --keep-cb4)" if as_cb4 else "")
           + f": {bits / max(total, 1):.4f} bits/weight incl. scales, ids and tables")
     print(f"quantization time: {t_done - t_q:.1f} s ({threads} threads); total {time.perf_counter() - t_start:.1f} s; "
           f"wrote {out_path} ({os.path.getsize(out_path) / 2**20:.1f} MiB)")
