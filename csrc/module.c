@@ -12,9 +12,8 @@ const char *lb_isa_name(int bit);
 static size_t sb_bytes(int fmt, int R) {
     switch (fmt) {
     case LB_FMT_Q8_0: return (size_t)R * 34;
-    case LB_FMT_CB4: return (size_t)R * 19;
-    case LB_FMT_CB2: return (size_t)R * 11;
-    default: return (size_t)R * 18;
+    case LB_FMT_CB2: return (size_t)R * 10;
+    default: return (size_t)R * 18;   /* q4_0, iq4_nl, cb4 (the id lives in the scale word) */
     }
 }
 
@@ -168,7 +167,7 @@ static PyObject *py_microkernel(int is_gemm, PyObject *args) {
     Py_buffer w, aux = {0}, a, bs, o;
     if (get_buf(wo, &w, weight_bytes(k, K, N), 0, "packed weights")) return NULL;
     int has_aux = auxo != Py_None;
-    if (has_aux && get_buf(auxo, &aux, k->fmt == LB_FMT_CB2 ? 64 : 16, 0, "codebook tables")) { PyBuffer_Release(&w); return NULL; }
+    if (has_aux && get_buf(auxo, &aux, LB_CB_AUX_BYTES, 0, "codebook tables")) { PyBuffer_Release(&w); return NULL; }
     if ((k->fmt == LB_FMT_CB4 || k->fmt == LB_FMT_CB2) && !has_aux) {
         PyBuffer_Release(&w);
         return PyErr_Format(PyExc_ValueError, "format %s needs its codebook tables", lb_fmt_name(k->fmt));
@@ -207,7 +206,7 @@ static PyObject *py_linear(PyObject *self, PyObject *args) {
     if ((k->fmt == LB_FMT_CB4 || k->fmt == LB_FMT_CB2) && !has_aux)
         return PyErr_Format(PyExc_ValueError, "format %s needs its codebook tables", lb_fmt_name(k->fmt));
     if (get_buf(wo, &w, weight_bytes(k, K, N), 0, "packed weights")) return NULL;
-    if (has_aux && get_buf(auxo, &aux, k->fmt == LB_FMT_CB2 ? 64 : 16, 0, "codebook tables")) { PyBuffer_Release(&w); return NULL; }
+    if (has_aux && get_buf(auxo, &aux, LB_CB_AUX_BYTES, 0, "codebook tables")) { PyBuffer_Release(&w); return NULL; }
     if (get_buf(xo, &x, (size_t)M * K * 4, 0, "activations")) goto e1;
     if (get_buf(oo, &o, (size_t)M * N * 4, 1, "output")) goto e2;
     uint8_t *scratch = malloc(lb_act_bytes(M, K));

@@ -8,7 +8,7 @@ from lowbit import _core
 from lowbit.ops import KERNELS
 
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.int64)
-N_CODEBOOKS = 4            # tables in the aux buffer for cb4/cb2 kernels
+N_CODEBOOKS = 4            # tables the cb4/cb2 weights use (the aux buffer always holds 16: any 4-bit id fits)
 EXACT_LIMIT = 2 ** 24      # integers below this are exact in float32
 
 
@@ -38,10 +38,6 @@ def row_bytes(fmt: str) -> int:
     return {"q8_0": 32, "cb2": 8}.get(fmt, 16)
 
 
-def hdr_bytes(fmt: str) -> int:
-    return 3 if fmt in ("cb4", "cb2") else 2
-
-
 class Weights:
     """A random [N, K] weight in one kernel's packed layout, with its exact integer values."""
 
@@ -67,7 +63,8 @@ class Weights:
         elif fmt == "iq4_nl":
             vals = KVALUES_IQ4NL[codes]
         elif fmt in ("cb4", "cb2"):
-            self.aux = rng.integers(-127, 128, (N_CODEBOOKS, 16)).astype(np.int8)
+            self.aux = np.zeros((16, 16), np.int8)
+            self.aux[:N_CODEBOOKS] = rng.integers(-127, 128, (N_CODEBOOKS, 16))
             ids = rng.integers(0, N_CODEBOOKS, (N, nb)).astype(np.uint8)
             vals = self.aux.astype(np.int64)[ids[..., None], codes]
         self.int_vals = vals.astype(np.int64).reshape(N, K)
@@ -75,8 +72,11 @@ class Weights:
             d = np.ones((N, nb), np.float16)
         else:
             d = (rng.uniform(0.5, 2.0, (N, nb)) * rng.choice([-1, 1], (N, nb)) / 64).astype(np.float16)
+        if ids is not None:    # cb: the scale is the fp16 word with its low 4 bits cleared (they hold the id)
+            d = (d.view(np.uint16) & np.uint16(0xFFF0)).view(np.float16)
         self.d = d
-        self.plain = np.concatenate([d.view(np.uint8).reshape(N, nb, 2), code_bytes.astype(np.uint8)], -1)
+        words = d.view(np.uint16) if ids is None else d.view(np.uint16) | ids.astype(np.uint16)
+        self.plain = np.concatenate([words.view(np.uint8).reshape(N, nb, 2), code_bytes.astype(np.uint8)], -1)
         self.data = pack_by_formula(d, ids, code_bytes.astype(np.uint8), fmt, R, B)
 
     def dequant(self) -> np.ndarray:
@@ -85,19 +85,18 @@ class Weights:
 
 
 def pack_by_formula(d, ids, code_bytes, fmt, R, B) -> np.ndarray:
-    """Super-blocks from the spec: R scales [, R codebook ids], then code byte j of row r at ((j//B)*R + r)*B + j%B,
-    XOR 0x88 for q4_0 only. N is padded to a multiple of R with zero rows."""
+    """Super-blocks from the spec: R scale words (cb: fp16 scale bits | codebook id in bits 0-3), then code byte j
+    of row r at ((j//B)*R + r)*B + j%B, XOR 0x88 for q4_0 only. N is padded to a multiple of R with zero rows."""
     N, nb, rb = code_bytes.shape
     G = -(-N // R)
-    sbb = R * (hdr_bytes(fmt) + rb)
+    sbb = R * (2 + rb)
     out = np.zeros((G, nb, sbb), np.uint8)
-    dv = d.view(np.uint8).reshape(N, nb, 2)
-    qoff = hdr_bytes(fmt) * R
+    words = d.view(np.uint16) if ids is None else d.view(np.uint16) | ids.astype(np.uint16)
+    dv = words.astype("<u2").view(np.uint8).reshape(N, nb, 2)
+    qoff = 2 * R
     for n in range(N):
         g, r = divmod(n, R)
         out[g, :, 2 * r: 2 * r + 2] = dv[n]
-        if ids is not None:
-            out[g, :, 2 * R + r] = ids[n]
         for j in range(rb):
             out[g, :, qoff + ((j // B) * R + r) * B + j % B] = code_bytes[n, :, j] ^ (0x88 if fmt == "q4_0" else 0)
     if fmt == "q4_0" and N % R:        # padded rows: code bytes 0 XOR 0x88, like the packer's zero blocks

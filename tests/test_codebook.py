@@ -33,18 +33,37 @@ def test_block_bytes_follow_the_spec(fmt):
     rng = np.random.default_rng(1)
     E = cb.ENTRIES[fmt]
     idx = rng.integers(0, E, (5, 32)).astype(np.uint8)
-    blocks = cb.make_blocks(np.full(5, 0.5), np.arange(5), idx, fmt)
-    assert blocks.shape == (5, get_format(fmt).block_bytes)
-    assert (blocks[:, :2].copy().view(np.float16)[:, 0] == 0.5).all() and (blocks[:, 2] == np.arange(5)).all()
-    code = blocks[:, 3:]
+    ids = np.array([0, 1, 7, 14, 15])
+    blocks = cb.make_blocks(np.full(5, 0.5), ids, idx, fmt)
+    assert blocks.shape == (5, get_format(fmt).block_bytes) and get_format(fmt).bpw == {"cb4": 4.5, "cb2": 2.5}[fmt]
+    h = blocks[:, :2].copy().view("<u2")[:, 0]       # scale word: fp16 0.5 = 0x3800 with the id in bits 0-3
+    np.testing.assert_array_equal(h, 0x3800 | ids)
+    code = blocks[:, 2:]
     for j in range(code.shape[1]):
         if fmt == "cb4":   # byte j: element j low nibble, j+16 high
             assert (code[:, j] == idx[:, j] | idx[:, j + 16] << 4).all()
         else:              # byte j: elements j, j+8, j+16, j+24 in bits 0-1, 2-3, 4-5, 6-7
             assert (code[:, j] == idx[:, j] | idx[:, j + 8] << 2 | idx[:, j + 16] << 4 | idx[:, j + 24] << 6).all()
-    tables = rng.integers(*cb.TABLE_RANGE[fmt], (5, E))
+    tables = rng.integers(*cb.TABLE_RANGE[fmt], (16, E))
     deq = cb.dequantize_blocks(blocks, tables, fmt)
-    np.testing.assert_array_equal(deq, 0.5 * tables[np.arange(5)[:, None], idx])
+    np.testing.assert_array_equal(deq, 0.5 * tables[ids[:, None], idx])
+    with pytest.raises(ValueError, match="0..15"):
+        cb.make_blocks(np.ones(1), [16], idx[:1], fmt)
+
+
+def test_scales_round_to_the_masked_grid():
+    """Stored scales are fp16 with the low 4 mantissa bits free (they hold the id): the nearest such value."""
+    rng = np.random.default_rng(11)
+    d = (rng.standard_normal(20000) * np.exp(rng.uniform(-12, 3, 20000))).astype(np.float32)
+    r = cb.round_scale(d)
+    h = r.astype(np.float16).view(np.uint16)
+    assert not (h & 0xF).any() and (r.astype(np.float16).astype(np.float32) == r).all()
+    # every masked-grid fp16 value: the rounding is to the nearest of them
+    grid = (np.arange(0, 0x7C00, 16, dtype=np.uint16)).view(np.float16).astype(np.float64)
+    grid = np.concatenate([-grid[::-1], grid])
+    i = np.clip(np.searchsorted(grid, d), 1, len(grid) - 1)
+    best = np.minimum(np.abs(grid[i] - d), np.abs(grid[i - 1] - d))
+    np.testing.assert_array_equal(np.abs(r - d.astype(np.float64)), best)
 
 
 @pytest.mark.parametrize("fmt", ["cb4", "cb2"])
@@ -58,7 +77,7 @@ def test_encode_recovers_exact_codebook_groups(fmt):
     ids = rng.integers(0, 6, n)
     idx = rng.integers(0, E, (n, 32))
     idx[:, 0] = np.abs(tables[ids]).argmax(1)          # the extreme entry anchors the start scale
-    d = rng.uniform(0.5, 2, n).astype(np.float16).astype(np.float32) * rng.choice([-1, 1], n)
+    d = cb.round_scale(rng.uniform(0.5, 2, n)) * rng.choice([-1, 1], n).astype(np.float32)
     x = d[:, None] * tables[ids[:, None], idx]
     dq, idq, iq, err = encode(x, Tables(tables, fmt))
     assert (err <= 1e-6 * (x ** 2).sum(1)).all()
@@ -89,8 +108,8 @@ def test_cb4_beats_iq4_nl_and_more_codebooks_help(weights):
 
 def test_cb2_error_and_bpw(weights):
     ct = quantize_tensor(weights, "cb2", 4)
-    assert ct.blocks.shape == (256, 16 * 11) and ct.tables.shape == (4, 16)
-    assert ct.bpw == pytest.approx((256 * 16 * 11 + 4 * 16) * 8 / (256 * 512))
+    assert ct.blocks.shape == (256, 16 * 10) and ct.tables.shape == (4, 16)
+    assert ct.bpw == pytest.approx((256 * 16 * 10 + 4 * 16) * 8 / (256 * 512))
     lo, hi = cb.TABLE_RANGE["cb2"]
     assert ct.tables[:, :4].min() >= lo and ct.tables[:, :4].max() <= hi and not ct.tables[:, 4:].any()
     assert rel_err(ct.dequantize(), weights) < 0.13       # measured 0.107 (Student-t(5) weights)
@@ -191,13 +210,24 @@ def test_bad_tables_and_ids_raise():
         lowbit.pack_weight(w, "cb4")
 
 
-def test_short_cb2_aux_rejected_by_core():
-    k = next(k for k in KERNELS if k["format"] == "cb2" and k["runnable"])
-    K, N = 32, 8
-    W = np.zeros(N * 11, np.uint8)
+@pytest.mark.parametrize("fmt", ["cb4", "cb2"])
+def test_short_aux_rejected_by_core(fmt):
+    """The core wants all 16 tables (256 bytes), so no 4-bit id can read past them."""
+    k = next(k for k in KERNELS if k["format"] == fmt and k["runnable"])
+    K, N = 32, k["R"]
+    W = np.zeros(k["sb_bytes"], np.uint8)
+    args = (np.zeros(34, np.uint8), np.zeros(1, np.int16), np.zeros(N, np.float32), 0, N, N)
     with pytest.raises(ValueError, match="codebook tables"):
-        _core.gemv(k["index"], K, W, np.zeros(16, np.int8), np.zeros(34, np.uint8), np.zeros(1, np.int16),
-                   np.zeros(N, np.float32), 0, N, N)
+        _core.gemv(k["index"], K, W, np.zeros(255, np.int8), *args)
+    _core.gemv(k["index"], K, W, np.zeros(256, np.int8), *args)
+
+
+def test_more_than_16_codebooks_refused():
+    w = heavy_tailed(8, 64, 6)
+    with pytest.raises(ValueError, match="1..16"):
+        quantize_tensor(w, "cb4", 17)
+    with pytest.raises(ValueError, match="1 <= C <= 16"):
+        cb.check_tables(np.zeros((17, 16), np.int8), "cb4")
 
 
 @pytest.mark.parametrize("bad, err", [

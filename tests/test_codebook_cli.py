@@ -23,12 +23,12 @@ def quantized(tmp_path_factory):
 
 def test_file_layout(quantized):
     r = open_reader(quantized["cb4"])
-    assert r.fields["lowbit.cb.version"].contents() == 1
+    assert r.fields["lowbit.cb.version"].contents() == 2
     assert r.fields["lowbit.cb.blk.0.attn_q.weight.format"].contents() == "cb4"
     t = {x.name: x for x in r.tensors}
     q, tab = t["blk.0.attn_q.weight"], t["blk.0.attn_q.weight.cb_tables"]
     assert q.tensor_type.name == "I8" and tab.tensor_type.name == "I8"
-    K = int(q.shape[0]) // 19 * 32
+    K = int(q.shape[0]) // 18 * 32                                  # 18-byte cb4 blocks: the id is in the scale
     assert K == 64 and int(tab.shape[0]) == 16 and int(tab.shape[1]) == 2
     assert t["token_embd.weight"].tensor_type.name == "F32"         # copied unchanged
 
@@ -48,6 +48,48 @@ def test_runtime_loads_and_stays_close(quantized, fmt, max_rel):
     assert rel < max_rel, rel
     if fmt == "cb4":
         assert (got.argmax(-1) == ref.argmax(-1)).mean() > 0.8
+
+
+def test_version_1_file_refused(quantized, tmp_path):
+    """A file from before the id moved into the scale word would decode as garbage: refused, naming the file."""
+    data = bytearray(quantized["cb4"].read_bytes())
+    key = b"lowbit.cb.version"
+    at = data.index(key) + len(key)                 # then u32 value type, u32 value
+    assert int.from_bytes(data[at + 4: at + 8], "little") == 2
+    data[at + 4: at + 8] = (1).to_bytes(4, "little")
+    old = tmp_path / "old_cb.gguf"
+    old.write_bytes(bytes(data))
+    from lowbit.io import ModelFileError
+    with pytest.raises(ModelFileError, match=r"old_cb\.gguf.*version 1.*re-quantize"):
+        lowbit.load(old)
+
+
+def test_split_parts_match_fused(quantized, monkeypatch):
+    """Fused q/k/v and gate/up (tables stacked, ids offset) and the same parts run one by one (what happens past
+    16 tables together) give the same logits bit for bit, for decode (M = 1) and prefill (M > 1)."""
+    from lowbit.model.weights import PackedLinear, SplitLinear
+    from lowbit.quantize import gguf_io
+    fused = lowbit.load(quantized["cb4"])
+    assert isinstance(fused.model.layers[0].wqkv, PackedLinear)
+    monkeypatch.setattr(gguf_io, "can_fuse", lambda parts: False)
+    split = lowbit.load(quantized["cb4"])
+    assert isinstance(split.model.layers[0].wqkv, SplitLinear) and isinstance(split.model.layers[0].wgu, SplitLinear)
+    ids = fused.encode_prompt(PROMPT)
+    np.testing.assert_array_equal(split.model.prefill(ids, all_logits=True), fused.model.prefill(ids, all_logits=True))
+    a, b = fused.model.prefill(ids[:1]), split.model.prefill(ids[:1])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_sixteen_codebooks_run_unfused(tmp_path):
+    """The cb4 default (C=16): q/k/v hold 48 tables together, more than a 4-bit id names, so they run split."""
+    from lowbit.model.weights import SplitLinear
+    path = tmp_path / "c16.gguf"
+    assert main(["quantize", str(embedded_model()), "--format", "cb4", "--codebooks", "16", "-o", str(path)]) == 0
+    llm = lowbit.load(path)
+    assert isinstance(llm.model.layers[0].wqkv, SplitLinear)
+    ref = _logits(embedded_model(), "f32")
+    got = _logits(path)
+    assert np.linalg.norm(got - ref) / np.linalg.norm(ref) < 0.15
 
 
 @pytest.mark.parametrize("args, msg", [

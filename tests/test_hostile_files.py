@@ -281,17 +281,17 @@ def test_native_bad_codebook_ids_rejected(tmp_path):
     from lowbit.ops import PackedWeight, kernel_for
     rng = np.random.default_rng(0)
     N, K, fmt = 16, 64, "cb4"
-    blocks = rng.integers(0, 256, (N, K // 32, 19), dtype=np.uint8)
-    blocks[..., 2] = 0
+    blocks = rng.integers(0, 256, (N, K // 32, 18), dtype=np.uint8)
+    blocks[..., 0] &= 0xF0                           # id 0: the scale word's low 4 bits
     pw = PackedWeight.from_blocks(blocks.reshape(N, -1), fmt, N, K, aux=np.ones((1, 16), np.int8))
     k = kernel_for(fmt)
-    bad = pw.data.copy().reshape(-1, k["R"] * 19)
-    bad[0, 2 * k["R"]] = 5                           # id 5 with one table
+    bad = pw.data.copy().reshape(-1, k["R"] * 18)
+    bad[0, 2 * (k["R"] - 1)] |= 5                    # id 5 (last row's scale word) with one table
     from lowbit.io.native import _check_packed_ids
     with pytest.raises(ModelFileError, match="codebook id 5"):
         _check_packed_ids(bad.reshape(-1), fmt, k["R"], 1, "x", "w")
     _check_packed_ids(pw.data, fmt, k["R"], 1, "x", "w")   # the sound one passes
-    assert prepare_aux(blocks, np.ones((1, 16), np.int8), fmt).shape == (1, 16)
+    assert prepare_aux(blocks, np.ones((1, 16), np.int8), fmt).shape == (16, 16)
 
 
 def test_native_garbage_and_bad_json(tmp_path, good_native):

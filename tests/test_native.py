@@ -100,14 +100,17 @@ def test_tensor_data_64_byte_aligned(converted):
         {lowbit.ops.kernel_for("q4_0")["name"], lowbit.ops.kernel_for("q8_0")["name"]}   # ffn_down/output kept q8
 
 
-@pytest.mark.parametrize("fmt", ["cb4", "cb2"])
-def test_codebook_convert(tmp_path, fmt):
+@pytest.mark.parametrize("fmt, C", [("cb4", 2), ("cb2", 2), ("cb4", 16)])
+def test_codebook_convert(tmp_path, fmt, C):
+    """C=16: fused q/k/v would need 48 tables (ids have 4 bits), so the parts are stored and run unfused."""
+    from lowbit.model.weights import SplitLinear
     q = tmp_path / f"{fmt}.gguf"
-    assert main(["quantize", str(embedded_model()), "--format", fmt, "--codebooks", "2", "-o", str(q)]) == 0
+    assert main(["quantize", str(embedded_model()), "--format", fmt, "--codebooks", str(C), "-o", str(q)]) == 0
     out = tmp_path / f"{fmt}.lowbit"
     assert main(["convert", str(q), "--format", fmt, "-o", str(out)]) == 0
     nat, ref = lowbit.load(out), lowbit.load(q)
     assert nat.format == fmt and any(pw.fmt == fmt and pw.aux is not None for pw in _packed(nat))
+    assert isinstance(nat.model.layers[0].wqkv, SplitLinear) == (C == 16)
     np.testing.assert_array_equal(_logits(nat), _logits(ref))
 
 

@@ -33,7 +33,7 @@ def test_round_trip(fmt, R, B):
 
 
 # Hand-computed: (format, R, B) -> (row r, code byte j, packed offset inside the super-block).
-# offset = header (R scales [+ R ids]) + ((j // B) * R + r) * B + j % B, worked out by hand.
+# offset = header (R scale words; cb ids live inside them) + ((j // B) * R + r) * B + j % B, worked out by hand.
 HAND = {
     ("q4_0", 8, 8): (3, 13, 16 + 11 * 8 + 5),     # = 109
     ("q4_0", 4, 8): (2, 13, 8 + 6 * 8 + 5),       # = 61
@@ -44,12 +44,12 @@ HAND = {
     ("q8_0", 8, 8): (5, 29, 16 + 29 * 8 + 5),     # = 253
     ("q8_0", 4, 8): (3, 17, 8 + 11 * 8 + 1),      # = 97
     ("q8_0", 4, 4): (1, 22, 8 + 21 * 4 + 2),      # = 94
-    ("cb4", 8, 8): (3, 13, 24 + 11 * 8 + 5),      # = 117
-    ("cb4", 4, 8): (2, 13, 12 + 6 * 8 + 5),       # = 65
-    ("cb4", 4, 4): (1, 6, 12 + 5 * 4 + 2),        # = 34
-    ("cb2", 8, 8): (6, 5, 24 + 6 * 8 + 5),        # = 77
-    ("cb2", 4, 8): (2, 5, 12 + 2 * 8 + 5),        # = 33
-    ("cb2", 4, 4): (2, 5, 12 + 6 * 4 + 1),        # = 37
+    ("cb4", 8, 8): (3, 13, 16 + 11 * 8 + 5),      # = 109
+    ("cb4", 4, 8): (2, 13, 8 + 6 * 8 + 5),        # = 61
+    ("cb4", 4, 4): (1, 6, 8 + 5 * 4 + 2),         # = 30
+    ("cb2", 8, 8): (6, 5, 16 + 6 * 8 + 5),        # = 69
+    ("cb2", 4, 8): (2, 5, 8 + 2 * 8 + 5),         # = 29
+    ("cb2", 4, 4): (2, 5, 8 + 6 * 4 + 1),         # = 33
 }
 
 
@@ -69,9 +69,7 @@ def test_layout_pinned(fmt, R, B):
         for b in range(K // 32):
             src = blocks[g * R + r, b]
             assert packed[g, b, off] == src[f.hdr_bytes + j] ^ xor
-            assert packed[g, b, 2 * r: 2 * r + 2].tobytes() == src[:2].tobytes()      # scale, never XORed
-            if f.hdr_bytes > 2:
-                assert packed[g, b, 2 * R + r] == src[2]                               # codebook id
+            assert packed[g, b, 2 * r: 2 * r + 2].tobytes() == src[:2].tobytes()      # scale word, never XORed
     # every code byte by the formula, not just one
     codes = packed[..., hdr:]
     for rr in range(R):

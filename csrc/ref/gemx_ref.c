@@ -6,19 +6,19 @@
 static inline size_t sb_bytes(int fmt, int R) {
     switch (fmt) {
     case LB_FMT_Q8_0: return (size_t)R * 34;
-    case LB_FMT_CB4: return (size_t)R * 19;
-    case LB_FMT_CB2: return (size_t)R * 11;
-    default: return (size_t)R * 18;
+    case LB_FMT_CB2: return (size_t)R * 10;
+    default: return (size_t)R * 18;   /* q4_0, iq4_nl, cb4 */
     }
 }
-static inline int hdr_bytes(int fmt, int R) { return (fmt == LB_FMT_CB4 || fmt == LB_FMT_CB2) ? 3 * R : 2 * R; }
+static inline int is_cb(int fmt) { return fmt == LB_FMT_CB4 || fmt == LB_FMT_CB2; }
+static inline uint16_t s_word(const uint8_t *sb, int r) { uint16_t h; memcpy(&h, sb + 2 * r, 2); return h; }
 static inline int row_bytes(int fmt) { return fmt == LB_FMT_Q8_0 ? 32 : fmt == LB_FMT_CB2 ? 8 : 16; }
 
 /* Weight element e (0..31) of row r in a super-block. The byte of a row's plain block at offset j lives at
  * packed offset ((j/B)*R + r)*B + j%B. 4-bit: byte j holds elements j (low) and j+16 (high).
  * 2-bit (cb2): byte j holds elements j, j+8, j+16, j+24 in bits 0-1, 2-3, 4-5, 6-7. */
 static inline int w_elem(int fmt, const uint8_t *sb, const int8_t *aux, int R, int B, int r, int e) {
-    const uint8_t *qs = sb + hdr_bytes(fmt, R);
+    const uint8_t *qs = sb + 2 * R;
     if (fmt == LB_FMT_Q8_0) {
         int j = e;
         return (int8_t)qs[((j / B) * R + r) * B + j % B];
@@ -26,7 +26,7 @@ static inline int w_elem(int fmt, const uint8_t *sb, const int8_t *aux, int R, i
     if (fmt == LB_FMT_CB2) {
         int j = e & 7, sh = 2 * (e >> 3);
         uint8_t byte = qs[((j / B) * R + r) * B + j % B];
-        int id = sb[2 * R + r];
+        int id = s_word(sb, r) & 15;   /* cb: the codebook id is the scale word's low 4 bits */
         return aux[id * 16 + ((byte >> sh) & 3)];
     }
     int j = e & 15, hi = e >> 4;
@@ -35,12 +35,14 @@ static inline int w_elem(int fmt, const uint8_t *sb, const int8_t *aux, int R, i
     switch (fmt) {
     case LB_FMT_Q4_0: return (nib ^ 8) - 8;   /* stored XOR 0x88: the nibble is two's complement q-8 */
     case LB_FMT_IQ4_NL: return lb_kvalues_iq4nl[nib];
-    default: return aux[sb[2 * R + r] * 16 + nib];   /* cb4 */
+    default: return aux[(s_word(sb, r) & 15) * 16 + nib];   /* cb4 */
     }
 }
 
-static inline float w_scale(const uint8_t *sb, int r) {
-    uint16_t h; memcpy(&h, sb + 2 * r, 2); return lb_fp16_to_fp32(h);
+/* cb formats: the scale is the word with its id bits cleared (an fp16 with a 6-bit mantissa). */
+static inline float w_scale(int fmt, const uint8_t *sb, int r) {
+    uint16_t h = s_word(sb, r);
+    return lb_fp16_to_fp32(is_cb(fmt) ? (uint16_t)(h & 0xFFF0) : h);
 }
 
 static void gemv_ref(int fmt, int R, int B, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A,
@@ -59,7 +61,7 @@ static void gemv_ref(int fmt, int R, int B, int K, const uint8_t *W, const int8_
             for (int r = 0; r < R; r++) {
                 int32_t isum = 0;
                 for (int e = 0; e < LB_QK; e++) isum += w_elem(fmt, sb, aux, R, B, r, e) * aq[e];
-                acc[r] += (float)isum * (w_scale(sb, r) * da);
+                acc[r] += (float)isum * (w_scale(fmt, sb, r) * da);
             }
         }
         for (int r = 0; r < R; r++)
@@ -90,7 +92,7 @@ static void gemm_ref(int fmt, int R, int B, int act_B, int K, const uint8_t *W, 
                     int32_t isum = 0;
                     for (int e = 0; e < LB_QK; e++)
                         isum += w_elem(fmt, sb, aux, R, B, r, e) * a4_elem(ab, act_B, i, e);
-                    acc[i][r] += (float)isum * (w_scale(sb, r) * da);
+                    acc[i][r] += (float)isum * (w_scale(fmt, sb, r) * da);
                 }
             }
         }

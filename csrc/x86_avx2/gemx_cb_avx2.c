@@ -31,6 +31,12 @@ AI float fp16(const uint8_t *p) { uint16_t h; memcpy(&h, p, 2); return _cvtsh_ss
 AI __m256i bcast8(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return _mm256_set1_epi64x(v); }
 AI int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
+/* The 8 rows' codebook ids (low 4 bits of each scale word), one byte each, row 0 in the low byte. */
+AI uint64_t cb_ids(const uint8_t *sb) {
+    const __m128i id = _mm_and_si128(_mm_loadu_si128((const __m128i *)sb), _mm_set1_epi16(LB_CB_ID_MASK));
+    return (uint64_t)_mm_cvtsi128_si64(_mm_packus_epi16(id, id));
+}
+
 AI __m256i tab2(const int8_t *aux, int ida, int idb) {   /* lane 0: table ida, lane 1: table idb */
     return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(aux + 16 * ida))),
                                    _mm_loadu_si128((const __m128i *)(aux + 16 * idb)), 1);
@@ -39,7 +45,7 @@ AI __m256i tab2(const int8_t *aux, int ida, int idb) {   /* lane 0: table ida, l
 /* cb4 weights of one super-block: w[2v] = low nibbles (elements 0..15), w[2v+1] = high (16..31), for the
  * row pairs v = {0,2},{1,3},{4,6},{5,7} (lane 0, lane 1). */
 AI void cb4_unpack(const uint8_t *sb, const int8_t *aux, __m256i w[8]) {
-    const uint8_t *id = sb + 16, *qs = sb + 24;
+    const uint8_t *qs = sb + 16;
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     const __m256i L0 = _mm256_loadu_si256((const __m256i *)(qs + 0));    /* rows 0-3, bytes 0-7 */
     const __m256i L1 = _mm256_loadu_si256((const __m256i *)(qs + 32));   /* rows 4-7, bytes 0-7 */
@@ -48,8 +54,9 @@ AI void cb4_unpack(const uint8_t *sb, const int8_t *aux, __m256i w[8]) {
     const __m256i V[4] = {_mm256_unpacklo_epi64(L0, L2), _mm256_unpackhi_epi64(L0, L2),
                           _mm256_unpacklo_epi64(L1, L3), _mm256_unpackhi_epi64(L1, L3)};
     static const int RA[4] = {0, 1, 4, 5}, RB[4] = {2, 3, 6, 7};
-    uint64_t ids;
-    memcpy(&ids, id, 8);
+    const uint64_t ids = cb_ids(sb);
+    uint8_t id[8];
+    memcpy(id, &ids, 8);
     const int same = ids == id[0] * 0x0101010101010101ull;   /* one table for all 8 rows (always when C = 1) */
     const __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(aux + 16 * id[0])));
     for (int v = 0; v < 4; v++) {
@@ -79,10 +86,11 @@ AI __m256i cb4_dot(const __m256i w[8], __m256i alo, __m256i ahi) {
  * (index 4*id + crumb), used when every id of the super-block is < 4; otherwise the 4 rows' tables are
  * gathered into one 16-byte table per row quad. */
 AI int cb2_unpack(const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all_u, __m256i w[8]) {
-    const uint8_t *id = sb + 16, *qs = sb + 24;
+    const uint8_t *qs = sb + 16;
     const __m256i m33 = _mm256_set1_epi8(0x33);
-    uint64_t ids;
-    memcpy(&ids, id, 8);
+    const uint64_t ids = cb_ids(sb);
+    uint8_t id[8];
+    memcpy(id, &ids, 8);
     __m256i t[2], bias[2];
     if (!(ids & 0xFCFCFCFCFCFCFCFCull)) {
         /* byte of row r's chunk <- 4 * id[r]: rows 4h, 4h+1 in lane 0, 4h+2, 4h+3 in lane 1 */
@@ -164,7 +172,7 @@ AI __m256i cb2_tables_raw(const int8_t *aux, int *small) {
     return _mm256_broadcastsi128_si256(t);
 }
 
-AI size_t sb_bytes(int fmt) { return fmt == LB_FMT_CB4 ? 8 * 19 : 8 * 11; }
+AI size_t sb_bytes(int fmt) { return fmt == LB_FMT_CB4 ? 8 * 18 : 8 * 10; }
 
 /* PERM lane order -> rows 0..7 (a 64-bit pair swap), then store the valid columns. */
 AI void store_cols(float *out, __m256 acc, int g, int n1, int N) {
@@ -178,9 +186,11 @@ AI void store_cols(float *out, __m256 acc, int g, int n1, int N) {
 
 #define LB_PF 2048   /* bytes ahead, as in gemx_8x8_avx2.c */
 
-/* The 8 fp16 row scales of a super-block as floats in PERM lane order (one in-lane pshufd). */
+/* The 8 row scales of a super-block (scale words with the id bits cleared) as floats in PERM lane order
+ * (one in-lane pshufd). */
 AI __m256 load_dw(const uint8_t *sb) {
-    return _mm256_cvtph_ps(_mm_shuffle_epi32(_mm_loadu_si128((const __m128i *)sb), 0xD8));
+    const __m128i h = _mm_and_si128(_mm_loadu_si128((const __m128i *)sb), _mm_set1_epi16((short)LB_CB_SCALE_MASK));
+    return _mm256_cvtph_ps(_mm_shuffle_epi32(h, 0xD8));
 }
 
 /* Integer row sums (PERM order) of one super-block against the block's prepared activations. */

@@ -11,9 +11,15 @@
 
 /* Weight super-block for R interleaved rows of one K-block:
  *   4-bit formats (q4_0, iq4_nl): R fp16 scales, then R*16 bytes of nibbles.
- *   cb4: R fp16 scales, R codebook ids (uint8), then R*16 bytes of nibbles.
- *   cb2: R fp16 scales, R codebook ids, then R*8 bytes of 2-bit indices.
- *   q8_0: R fp16 scales, then R*32 int8.   */
+ *   cb4: R u16 scale words, then R*16 bytes of nibbles (R*18 bytes, as q4_0).
+ *   cb2: R u16 scale words, then R*8 bytes of 2-bit indices.
+ *   q8_0: R fp16 scales, then R*32 int8.
+ * A cb scale word h carries the row's codebook id in its low 4 bits (id = h & 15) and the scale in the rest
+ * (fp16 h & 0xFFF0, a 6-bit mantissa): 4.5 / 2.5 bits per weight (docs/codebooks.md). */
+#define LB_CB_ID_MASK 0x000F
+#define LB_CB_SCALE_MASK 0xFFF0
+/* Codebook aux buffers hold 16 tables of 16 int8 (unused ones zero), so every 4-bit id indexes inside it. */
+#define LB_CB_AUX_BYTES 256
 static inline size_t lb_sb_bytes_q4(int R) { return (size_t)R * (2 + 16); }
 static inline size_t lb_sb_bytes_q8(int R) { return (size_t)R * (2 + 32); }
 

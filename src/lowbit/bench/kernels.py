@@ -73,7 +73,9 @@ def random_weight(fmt: str, N: int, K: int, rng) -> ops.PackedWeight:
     aux = None
     if fmt in CODEBOOKS:      # learned-table formats: the default table count, tables in the learner's range
         from ..formats.cb import TABLE_RANGE
-        blocks[:, 2] = rng.integers(0, CODEBOOKS[fmt], size=len(blocks))
+        ids = rng.integers(0, CODEBOOKS[fmt], size=len(blocks)).astype(np.uint16)   # id: scale word bits 0-3
+        words = (scales.view(np.uint16) & np.uint16(0xFFF0)) | ids
+        blocks[:, :2] = words.astype("<u2").view(np.uint8).reshape(-1, 2)
         aux = rng.integers(*TABLE_RANGE[fmt], size=(CODEBOOKS[fmt], 16), endpoint=True).astype(np.int8)
     return ops.PackedWeight.from_blocks(blocks.reshape(N, -1), fmt, N, K, aux=aux)
 

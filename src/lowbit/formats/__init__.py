@@ -14,7 +14,7 @@ class Format:
     name: str
     block_bytes: int        # bytes of one plain (GGUF-style) block of 32 weights
     row_bytes: int          # bytes of codes per block (what gets interleaved)
-    hdr_bytes: int          # bytes before the codes (fp16 scale [+ codebook id])
+    hdr_bytes: int          # bytes before the codes (fp16 scale; cb: the scale word also holds the id)
     xor: int                # value XORed into every packed code byte (q4_0: 0x88, sign form)
     quantize: Optional[Callable[[np.ndarray], np.ndarray]]   # float [n, 32] -> uint8 [n, block_bytes]
     dequantize: Callable[..., np.ndarray]                     # uint8 [n, block_bytes] -> float32 [n, 32]
@@ -29,8 +29,8 @@ FORMATS = {
     "iq4_nl": Format("iq4_nl", 18, 16, 2, 0, iq4_nl.quantize_blocks, iq4_nl.dequantize_blocks),
     "q8_0": Format("q8_0", 34, 32, 2, 0, q8_0.quantize_blocks, q8_0.dequantize_blocks),
     # codebook formats: tables are learned per tensor (lowbit.quantize); dequantize(blocks, tables)
-    "cb4": Format("cb4", 19, 16, 3, 0, None, lambda b, t=None: cb.dequantize_blocks(b, t, "cb4")),
-    "cb2": Format("cb2", 11, 8, 3, 0, None, lambda b, t=None: cb.dequantize_blocks(b, t, "cb2")),
+    "cb4": Format("cb4", 18, 16, 2, 0, None, lambda b, t=None: cb.dequantize_blocks(b, t, "cb4")),
+    "cb2": Format("cb2", 10, 8, 2, 0, None, lambda b, t=None: cb.dequantize_blocks(b, t, "cb2")),
 }
 
 

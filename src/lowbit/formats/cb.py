@@ -1,15 +1,18 @@
-"""Codebook formats cb4 / cb2 (paper §3): groups of 32 weights, an fp16 scale, a codebook id per group and
-int8 indices into one of C per-tensor int8 codebooks (16 entries for cb4, 4 for cb2).
+"""Codebook formats cb4 / cb2 (paper §3): groups of 32 weights, a scale, a codebook id per group and
+int8 indices into one of C <= 16 per-tensor int8 codebooks (16 entries for cb4, 4 for cb2).
 
-Plain block (what repack.interleave consumes):
-  cb4: [fp16 d][u8 id][16 bytes]  byte j = idx[j] | idx[j+16] << 4                          (19 B, 4.75 bpw)
-  cb2: [fp16 d][u8 id][8 bytes]   byte j = idx[j] | idx[j+8] << 2 | idx[j+16] << 4 | idx[j+24] << 6   (11 B)
+Plain block (what repack.interleave consumes), little-endian u16 scale word h first:
+  cb4: [u16 h][16 bytes]  byte j = idx[j] | idx[j+16] << 4                                  (18 B, 4.5 bpw)
+  cb2: [u16 h][8 bytes]   byte j = idx[j] | idx[j+8] << 2 | idx[j+16] << 4 | idx[j+24] << 6   (10 B, 2.5 bpw)
+id = h & 15; scale d = fp16 value of h & 0xFFF0 (an fp16 with a 6-bit mantissa: the "masked grid").
 Tables: int8 [C, 16] (cb2 uses entries 0..3 of each row; the stride stays 16 so the kernels index id*16).
 Weight = d * table[id, idx]. Learning the tables lives in lowbit.quantize; here: encode with given tables."""
 import numpy as np
 
 ENTRIES = {"cb4": 16, "cb2": 4}
-BLOCK_BYTES = {"cb4": 19, "cb2": 11}
+BLOCK_BYTES = {"cb4": 18, "cb2": 10}
+MAX_TABLES = 16          # the id is the scale word's low 4 bits
+ID_MASK, SCALE_MASK = 0x000F, 0xFFF0
 # Any int8 but -128 is a valid entry (|w| must fit the kernels' maddubs operand). The learner keeps cb2 tables
 # in [-64, 63]: then the AVX2 kernel adds 64 and runs maddubs(w + 64, a) without sign ops (7 bits are ample for
 # 4 levels; docs/codebooks.md).
@@ -23,8 +26,8 @@ def check_tables(tables: np.ndarray, fmt: str) -> np.ndarray:
         raise ValueError(f"{fmt!r} is not a codebook format (cb4, cb2)")
     E = ENTRIES[fmt]
     t = np.asarray(tables)
-    if t.ndim != 2 or t.shape[0] < 1 or t.shape[0] > 256 or t.shape[1] not in (E, 16):
-        raise ValueError(f"{fmt} tables must be [C, {E}] or [C, 16] with 1 <= C <= 256, got shape {t.shape}")
+    if t.ndim != 2 or t.shape[0] < 1 or t.shape[0] > MAX_TABLES or t.shape[1] not in (E, 16):
+        raise ValueError(f"{fmt} tables must be [C, {E}] or [C, 16] with 1 <= C <= {MAX_TABLES}, got shape {t.shape}")
     if not np.issubdtype(t.dtype, np.integer):
         raise TypeError(f"{fmt} tables must be integers (int8 centroids), got {t.dtype}")
     lo, hi = VALID_RANGE
@@ -36,18 +39,50 @@ def check_tables(tables: np.ndarray, fmt: str) -> np.ndarray:
     return out
 
 
+def block_words(blocks: np.ndarray, fmt: str) -> np.ndarray:
+    """The u16 scale words [n] of plain blocks."""
+    b = np.asarray(blocks, np.uint8).reshape(-1, BLOCK_BYTES[fmt])
+    return np.ascontiguousarray(b[:, :2]).view("<u2")[:, 0]
+
+
+def words_to_scales(h: np.ndarray) -> np.ndarray:
+    """Scale words -> (scale float32, id uint8)."""
+    h = np.asarray(h, "<u2")
+    d = (h & np.uint16(SCALE_MASK)).astype("<u2").view(np.float16).astype(np.float32)
+    return d, (h & np.uint16(ID_MASK)).astype(np.uint8)
+
+
+def round_scale(d: np.ndarray) -> np.ndarray:
+    """Nearest value on the masked grid (fp16 with the low 4 mantissa bits zero), as float32: the scale the
+    kernels will use, so errors are measured with it."""
+    d = np.asarray(d, np.float32)
+    with np.errstate(over="ignore"):
+        h = d.astype(np.float16).view(np.uint16)
+    lo = h & np.uint16(SCALE_MASK)
+    hi = lo + np.uint16(0x10)
+    hi = np.where((hi & np.uint16(0x7FFF)) >= 0x7C00, lo, hi)        # never step onto inf
+    vlo = lo.view(np.float16).astype(np.float32)
+    vhi = hi.astype(np.uint16).view(np.float16).astype(np.float32)
+    return np.where(np.abs(vhi - d) < np.abs(vlo - d), vhi, vlo).astype(np.float32)
+
+
+def pad_tables(t: np.ndarray) -> np.ndarray:
+    """int8 [C, 16] -> [16, 16] with zero rows: the kernels' aux, where every 4-bit id is in bounds."""
+    out = np.zeros((MAX_TABLES, 16), np.int8)
+    out[: len(t)] = t
+    return out
+
+
 def prepare_aux(blocks: np.ndarray, tables, fmt: str) -> np.ndarray:
-    """The kernels' aux buffer for plain blocks: int8 [C', 16] with every block's id < C; cb2 is padded to at
-    least 4 tables (its AVX2 kernel keeps tables 0..3 in one register)."""
+    """The kernels' aux buffer for plain blocks: int8 [16, 16] (the tables, zero-padded) after checking that
+    every block's id < C."""
     if tables is None:
         raise ValueError(f"{fmt} weights need their codebook tables (aux)")
     t = check_tables(tables, fmt)
-    ids = np.asarray(blocks, np.uint8).reshape(-1, BLOCK_BYTES[fmt])[:, 2]
+    ids = block_words(blocks, fmt) & ID_MASK
     if ids.size and int(ids.max()) >= len(t):
         raise ValueError(f"{fmt} block uses codebook id {int(ids.max())}, but only {len(t)} tables are given")
-    if fmt == "cb2" and len(t) < 4:
-        t = np.concatenate([t, np.zeros((4 - len(t), 16), np.int8)])
-    return np.ascontiguousarray(t)
+    return pad_tables(t)
 
 
 def pack_indices(idx: np.ndarray, fmt: str) -> np.ndarray:
@@ -67,17 +102,20 @@ def unpack_indices(code: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def make_blocks(d: np.ndarray, ids: np.ndarray, idx: np.ndarray, fmt: str) -> np.ndarray:
-    """fp16-representable scales [n], ids [n], indices [n, 32] -> plain blocks uint8 [n, block_bytes]."""
-    d16 = np.asarray(d, dtype=np.float32).astype(np.float16).reshape(-1, 1)
-    return np.concatenate([d16.view(np.uint8), np.asarray(ids, np.uint8).reshape(-1, 1), pack_indices(idx, fmt)],
-                          axis=-1)
+    """Scales [n] (rounded to the masked grid here), ids [n] < 16, indices [n, 32] -> plain blocks uint8
+    [n, block_bytes]."""
+    ids = np.asarray(ids).reshape(-1)
+    if ids.size and (int(ids.min()) < 0 or int(ids.max()) >= MAX_TABLES):
+        raise ValueError(f"{fmt} codebook ids must lie in 0..{MAX_TABLES - 1} (4 bits), got {int(ids.max())}")
+    h = round_scale(np.asarray(d, np.float32).reshape(-1)).astype(np.float16).view("<u2") | ids.astype("<u2")
+    return np.concatenate([h.reshape(-1, 1).view(np.uint8), pack_indices(idx, fmt)], axis=-1)
 
 
 def split_blocks(blocks: np.ndarray, fmt: str):
     """plain blocks -> (scale float32 [n], id uint8 [n], indices uint8 [n, 32])."""
     blocks = np.asarray(blocks, dtype=np.uint8).reshape(-1, BLOCK_BYTES[fmt])
-    d = blocks[:, :2].copy().view(np.float16).astype(np.float32)[:, 0]
-    return d, blocks[:, 2].copy(), unpack_indices(blocks[:, 3:], fmt)
+    d, ids = words_to_scales(block_words(blocks, fmt))
+    return d, ids, unpack_indices(blocks[:, 2:], fmt)
 
 
 def dequantize_blocks(blocks: np.ndarray, tables: np.ndarray = None, fmt: str = "cb4") -> np.ndarray:
@@ -94,7 +132,7 @@ def encode(x: np.ndarray, tables: np.ndarray, fmt: str, weights: np.ndarray = No
     """Quantize float groups [n, 32] with given int8 tables: for every codebook, start from the scale that maps
     the group's signed absmax onto the table's extreme entry, then alternate nearest-entry assignment and the
     least-squares scale refit; keep the codebook with the least (importance-weighted) squared error after
-    fp16 rounding of the scale. Returns (scale float32 [n], id uint8 [n], indices uint8 [n, 32], err [n])."""
+    rounding the scale to the stored (masked) grid. Returns (scale float32 [n], id uint8 [n], indices uint8 [n, 32], err [n])."""
     t = check_tables(tables, fmt).astype(np.float32)[:, : ENTRIES[fmt]]
     x = np.asarray(x, dtype=np.float32).reshape(-1, 32)
     w = None if weights is None else np.asarray(weights, dtype=np.float32).reshape(-1, 32)
@@ -122,7 +160,7 @@ def encode(x: np.ndarray, tables: np.ndarray, fmt: str, weights: np.ndarray = No
             den = (wv * v).sum(-1)
             with np.errstate(divide="ignore", invalid="ignore"):
                 d = np.where(den > 0, num / den, np.float32(0)).astype(np.float32)
-        d = d.astype(np.float16).astype(np.float32)    # the error that counts is with the stored scale
+        d = round_scale(d)                             # the error that counts is with the stored scale
         r = x - d[:, None] * v
         err = (r * r).sum(-1) if w is None else (w * r * r).sum(-1)
         better = err < best_err

@@ -245,8 +245,8 @@ class NativeSource(TensorSource):
         if fmt in ("cb4", "cb2"):
             aux = e.get("aux")
             ta = self._t.get(aux) if isinstance(aux, str) else None
-            if ta is None or ta[2] != "i8" or len(ta[3]) != 2 or ta[3][1] != 16 or ta[3][0] > 256:
-                raise _bad(p, f"linear {key!r}: codebook tables missing or not int8 [C<=256, 16]")
+            if ta is None or ta[2] != "i8" or len(ta[3]) != 2 or ta[3][1] != 16 or ta[3][0] > 16:
+                raise _bad(p, f"linear {key!r}: codebook tables missing or not int8 [C<=16, 16]")
         return out
 
     # ---- TensorSource ---------------------------------------------------------------------------------------------
@@ -326,6 +326,9 @@ class NativeSource(TensorSource):
         from ..model.weights import FloatLinear, PackedLinear
         key = "|".join(names)
         e = self._lin.get(key)
+        if e is None and len(names) > 1 and all(n in self._lin for n in names):   # stored unfused (SplitLinear)
+            from ..model.weights import SplitLinear
+            return SplitLinear([self.prepacked_linear([n], log) for n in names])
         if e is None:
             raise _bad(self.path, f"no stored weight for {key}")
         data = self._view(e["data"])
@@ -347,9 +350,9 @@ class NativeSource(TensorSource):
             raise ModelFileError(f"{self.path}: {err}") from None
         if want["name"] == e["kernel"] and (want["R"], want["B"]) == (R, B):
             if aux is not None:
+                from ..formats.cb import pad_tables
                 _check_packed_ids(data, fmt, R, len(aux), self.path, key)
-                if fmt == "cb2" and len(aux) < 4:
-                    aux = np.concatenate([aux, np.zeros((4 - len(aux), 16), np.int8)])
+                aux = pad_tables(aux)
             pw = ops.PackedWeight(fmt, N, K, want, data, aux)
             ops._check_packed(pw)
             what = f"prepacked for {want['name']}: mapped zero-copy"
@@ -405,9 +408,9 @@ def _row_bytes(type_name, dim):
 
 def _check_packed_ids(data, fmt, R, n_tables, path, key):
     """The kernels index the tables by each block's id unchecked: every id must be < n_tables."""
-    from ..formats.cb import BLOCK_BYTES
+    from ..formats.cb import BLOCK_BYTES, ID_MASK
     sb = R * BLOCK_BYTES[fmt]
-    ids = data.reshape(-1, sb)[:, 2 * R: 3 * R]
+    ids = np.ascontiguousarray(data.reshape(-1, sb)[:, : 2 * R]).view("<u2") & ID_MASK   # id: scale word bits 0-3
     if ids.size and int(ids.max()) >= n_tables:
         raise _bad(path, f"linear {key!r} uses codebook id {int(ids.max())}, only {n_tables} tables stored")
 
@@ -468,8 +471,14 @@ def write_native(llm, out, force=False, layout=None) -> dict:
         add(f"blk.{i}.attn_norm.weight", L.attn_norm.astype(np.float32), "f32")
         add(f"blk.{i}.ffn_norm.weight", L.ffn_norm.astype(np.float32), "f32")
     add("output_norm.weight", m.output_norm.astype(np.float32), "f32")
+    groups = []
     for (i, attr), names in _layer_groups(cfg):
         lin = getattr(m if i is None else m.layers[i], attr)
+        if hasattr(lin, "parts"):      # SplitLinear (cb parts with > 16 tables together): one entry per part
+            groups += [([n], p) for n, p in zip(names, lin.parts)]
+        else:
+            groups.append((names, lin))
+    for names, lin in groups:
         key, dname = "|".join(names), f"packed:{'|'.join(names)}"
         rows = [int(r) for r in _part_rows(llm, names, lin.N)]
         e = {"parts": [[n, r] for n, r in zip(names, rows)], "N": int(lin.N), "K": int(lin.K), "data": dname}

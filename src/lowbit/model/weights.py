@@ -26,6 +26,32 @@ class PackedLinear:
         return out
 
 
+class SplitLinear:
+    """Parts of a fused weight run one by one, each into its column slice of the output: cb tensors whose
+    tables together exceed the 16 a 4-bit id can name (quantize/gguf_io.py) cannot share one PackedWeight."""
+
+    def __init__(self, parts):
+        self.parts = parts
+        self.N, self.K = sum(p.N for p in parts), parts[0].K
+        self.nbytes = sum(p.nbytes for p in parts)
+        ends = np.cumsum([p.N for p in parts])
+        self._cols = [(int(e - p.N), int(e)) for p, e in zip(parts, ends)]
+        self._tmp = [np.zeros((0, p.N), np.float32) for p in parts]
+
+    def __call__(self, x, out):
+        M = x.shape[0]
+        for i, (p, (a, b)) in enumerate(zip(self.parts, self._cols)):
+            if M == 1:                   # a one-row slice is contiguous: written in place
+                p(x, out[:, a:b])
+                continue
+            if self._tmp[i].shape[0] < M:
+                self._tmp[i] = np.zeros((M, b - a), np.float32)
+            t = self._tmp[i][:M]
+            p(x, t)
+            out[:, a:b] = t
+        return out
+
+
 class FloatLinear:
     def __init__(self, w: np.ndarray):
         self.w = w                    # [N, K] float32 or float16
@@ -64,7 +90,8 @@ def build_linear(src, names, fmt, log, sensitive=False):
     if hasattr(src, "prepacked_linear"):       # native .lowbit file: stored in the kernels' layout (io/native.py)
         return src.prepacked_linear(names, log)
     if hasattr(src, "codebook_linear") and all(src.info(n)[0] in ("CB4", "CB2") for n in names):
-        return PackedLinear(src.codebook_linear(names, log))     # learned tables: used as stored
+        pw = src.codebook_linear(names, log)                     # learned tables: used as stored
+        return PackedLinear(pw) if isinstance(pw, ops.PackedWeight) else SplitLinear([PackedLinear(p) for p in pw])
     shapes = [src.info(n)[1] for n in names]
     K = shapes[0][1]
     if any(len(s) != 2 or s[1] != K for s in shapes):   # fused along N: every part needs the same K (hostile files)

@@ -5,7 +5,7 @@ to the int8 range): the same answer as a sorted search except within 1/2 of a mi
 is within rounding of the other; it is ~20x faster than np.searchsorted here."""
 import numpy as np
 
-from ..formats.cb import ENTRIES, check_tables
+from ..formats.cb import ENTRIES, check_tables, round_scale
 
 
 class Tables:
@@ -32,7 +32,7 @@ def _dot(a, b):
 
 def fit_one(x, w, mx, tabs: Tables, c: int, refits: int = 2):
     """Encode groups x [n, 32] with codebook c: start from d = signed absmax / signed extreme entry, then
-    alternate nearest assignment and the least-squares scale. Returns (d fp16-rounded, idx, err)."""
+    alternate nearest assignment and the least-squares scale. Returns (d on the stored grid, idx, err)."""
     lv = tabs.lut_val[c]
     ext = tabs.ext[c]
     d = mx / ext if ext != 0 else np.zeros(len(x), np.float32)
@@ -47,7 +47,7 @@ def fit_one(x, w, mx, tabs: Tables, c: int, refits: int = 2):
         num, den = _dot(wv, x), _dot(wv, v)
         with np.errstate(divide="ignore", invalid="ignore"):
             d = np.where(den > 0, num / den, np.float32(0)).astype(np.float32)
-    d = d.astype(np.float16).astype(np.float32)
+    d = round_scale(d)                 # the stored scale (masked grid): the error reported is the real one
     r = x - d[:, None] * v
     err = _dot(r, r) if w is None else _dot(w * r, r)
     return d, qi, err

@@ -4,18 +4,19 @@ ggml has no codebook types, so a cb tensor is stored as:
   tensor  <name>             I8  [N, K/32 * block_bytes]   the plain cb4/cb2 blocks (formats/cb.py), row-major
   tensor  <name>.cb_tables   I8  [C, 16]                    its int8 codebooks
   key     lowbit.cb.<name>.format = "cb4" | "cb2"
-  key     lowbit.cb.version = 1
+  key     lowbit.cb.version = 2    (1: the id was a separate byte after the scale; such files are refused)
 Every other tensor and key is copied unchanged. CodebookSource wraps the runtime's GGUFSource so a cb tensor
 reports type "CB4"/"CB2" with its logical [N, K] shape, raw() gives its blocks and tables(name) its codebooks;
-fuse() joins tensors along N (ids of later parts offset by the earlier tables) for fused q/k/v, gate/up."""
+fuse() joins tensors along N (ids of later parts offset by the earlier tables) for fused q/k/v, gate/up, when
+the parts hold at most 16 tables together (4-bit ids); otherwise the parts run as separate weights."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..formats.cb import BLOCK_BYTES
+from ..formats.cb import BLOCK_BYTES, ID_MASK, MAX_TABLES, block_words
 from .learn import CodebookTensor
 
-VERSION = 1
+VERSION = 2
 TABLES_SUFFIX = ".cb_tables"
 
 
@@ -53,6 +54,19 @@ def is_codebook_gguf(reader) -> bool:
     return "lowbit.cb.version" in reader.fields
 
 
+def check_version(reader, path) -> None:
+    """Only files in this layout load: an older one would be read as garbage."""
+    from ..io import ModelFileError
+    try:
+        v = int(reader.fields["lowbit.cb.version"].contents())
+    except (KeyError, TypeError, ValueError):
+        v = None
+    if v != VERSION:
+        raise ModelFileError(f"{path}: codebook file version {v} (lowbit.cb.version); this lowbit reads version "
+                             f"{VERSION} (the codebook id lives in the scale word since version 2): re-quantize "
+                             f"the original model with `lowbit quantize`")
+
+
 def codebook_formats(reader) -> dict:
     """{tensor name: "cb4" | "cb2"} from the lowbit.cb.<name>.format keys."""
     pre, suf = "lowbit.cb.", ".format"
@@ -81,18 +95,26 @@ def read_codebook_tensor(reader, name: str, tensors=None, fmt=None) -> CodebookT
     return CodebookTensor(fmt, N, row // BLOCK_BYTES[fmt] * 32, tables, blocks)
 
 
+def can_fuse(parts: list) -> bool:
+    return (all(p.fmt == parts[0].fmt and p.K == parts[0].K for p in parts) and
+            sum(p.C for p in parts) <= MAX_TABLES)
+
+
 def fuse(parts: list) -> CodebookTensor:
     """Concatenate cb tensors with the same format and K along N: tables stacked, ids offset per part."""
     fmt, K = parts[0].fmt, parts[0].K
     if any(p.fmt != fmt or p.K != K for p in parts):
         raise ValueError("fused codebook tensors must share format and K")
-    if sum(p.C for p in parts) > 256:
-        raise ValueError("fused codebook tensors have more than 256 tables in total")
+    if sum(p.C for p in parts) > MAX_TABLES:
+        raise ValueError(f"fused codebook tensors have more than {MAX_TABLES} tables in total (4-bit ids)")
     bb = BLOCK_BYTES[fmt]
     blocks, off = [], 0
     for p in parts:
         b = np.array(p.blocks, dtype=np.uint8).reshape(-1, bb)
-        b[:, 2] += np.uint8(off)
+        h = block_words(b, fmt)
+        if h.size and int((h & ID_MASK).max()) >= p.C:
+            raise ValueError(f"codebook block uses id {int((h & ID_MASK).max())}, the tensor has {p.C} tables")
+        b[:, :2] = (h + np.uint16(off)).astype("<u2").reshape(-1, 1).view(np.uint8)   # id < C: no carry
         blocks.append(b.reshape(p.N, -1))
         off += p.C
     return CodebookTensor(fmt, sum(p.N for p in parts), K, np.concatenate([p.tables for p in parts]),
@@ -107,6 +129,7 @@ class CodebookSource:
         self.config = src.config
         self.path = getattr(src, "path", "")
         self._tensors = {t.name: t for t in src.reader.tensors}
+        check_version(src.reader, self.path)
         self._fmts = codebook_formats(src.reader)     # read now: the runtime drops the metadata after the tokenizer
         self._cb = {}
 
@@ -140,12 +163,17 @@ class CodebookSource:
         return self._get(name)
 
     def codebook_linear(self, names, log):
-        """The runtime weight for cb tensors `names` fused along N (PackedWeight with its tables as aux)."""
+        """The runtime weight for cb tensors `names` fused along N (PackedWeight with its tables as aux), or a
+        list of one PackedWeight per name when they cannot share one (more than 16 tables together)."""
         from ..ops import PackedWeight
         parts = [self._get(n) for n in names]
-        ct = parts[0] if len(parts) == 1 else fuse(parts)
+        fused = len(parts) == 1 or can_fuse(parts)
         for p, n in zip(parts, names):
-            log.append((n, p.fmt.upper(), (p.N, p.K), p.fmt, f"{p.fmt} blocks + {p.C} codebooks repacked as-is"))
+            log.append((n, p.fmt.upper(), (p.N, p.K), p.fmt, f"{p.fmt} blocks + {p.C} codebooks repacked as-is"
+                        + ("" if fused else " (not fused: over 16 tables together)")))
+        if not fused:
+            return [PackedWeight.from_blocks(p.blocks, p.fmt, p.N, p.K, aux=p.tables) for p in parts]
+        ct = parts[0] if len(parts) == 1 else fuse(parts)
         return PackedWeight.from_blocks(ct.blocks, ct.fmt, ct.N, ct.K, aux=ct.tables)
 
     def file_rows(self, name):

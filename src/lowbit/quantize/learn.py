@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ..formats import check_float_matrix
-from ..formats.cb import BLOCK_BYTES, ENTRIES, TABLE_RANGE, dequantize_blocks, make_blocks
+from ..formats.cb import BLOCK_BYTES, ENTRIES, MAX_TABLES, TABLE_RANGE, dequantize_blocks, make_blocks
 from .encode import Tables, encode
 
 CHUNK = 8192            # groups per thread-pool task (fits L2 with the temporaries)
@@ -37,7 +37,8 @@ class CodebookTensor:
 
     @property
     def bpw(self) -> float:
-        """Exact stored bits per weight: indices + fp16 scales + 1-byte ids + the [C, 16] int8 tables."""
+        """Exact stored bits per weight: indices + 16-bit scale words (id in the low 4 bits) + the [C, 16] int8
+        tables."""
         return (self.blocks.nbytes + self.tables.nbytes) * 8 / (self.N * self.K)
 
     def dequantize(self) -> np.ndarray:
@@ -170,8 +171,8 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
     best after one no-refit assignment with each codebook (0 = fit all). Defaults: docs/codebooks.md."""
     if fmt not in ENTRIES:
         raise ValueError(f"unknown codebook format {fmt!r}; use cb4 or cb2")
-    if not isinstance(C, (int, np.integer)) or not 1 <= C <= 256:
-        raise ValueError(f"number of codebooks must be an integer in 1..256, got {C!r}")
+    if not isinstance(C, (int, np.integer)) or not 1 <= C <= MAX_TABLES:
+        raise ValueError(f"number of codebooks must be an integer in 1..{MAX_TABLES} (4-bit ids), got {C!r}")
     w = check_float_matrix(w)
     N, K = w.shape
     if not np.all(np.isfinite(w)):
