@@ -177,6 +177,16 @@ def _id_cases(fmt, N, nb, rng):
     yield "C=4 full int8", rng.integers(-127, 128, (4, 16)), rng.integers(0, 4, (N, nb))
     same = np.repeat(rng.integers(0, 8, (N // 8 + 1, nb)), 8, axis=0)[:N]
     yield "row groups share ids", rng.integers(-127, 128, (8, 16)), same
+    # 7-bit tables take the AVX2 unsigned path (entries + 64); one entry outside [-64, 63] must not
+    ids16 = rng.integers(0, 16, (N, nb))
+    yield "C=16 tables in [-64, 63]", rng.integers(-64, 64, (16, 16)), ids16
+    yield "C=16 tables at -64 / 63 only", rng.choice([-64, 63], (16, 16)), ids16
+    t7 = rng.integers(-64, 64, (16, 16))
+    t7[15, 3] = 64
+    yield "one entry 64 in an unused table", t7, rng.integers(0, 15, (N, nb))
+    t7 = rng.integers(-64, 64, (16, 16))
+    t7[0, 0] = -65
+    yield "one entry -65", t7, ids16
 
 
 @pytest.mark.parametrize("k", CB_KERNELS)

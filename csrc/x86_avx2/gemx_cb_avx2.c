@@ -1,21 +1,23 @@
-/* AVX2 GEMV (1x8) and GEMM (4x8) for the codebook formats cb4 / cb2 on the 8-row, 8-byte interleave.
- * Compiled with -mavx2 -mfma -mf16c only (setup.py); called only when cpuid reports all three.
+/* AVX2 GEMV (1x8) and GEMM (4x8) for the codebook formats: cb4 on the 8-row, 16-byte interleave (8x16),
+ * cb2 on the 8-row, 8-byte interleave. Compiled with -mavx2 -mfma -mf16c only (setup.py); called only when
+ * cpuid reports all three. Each row's codebook id is the low 4 bits of its scale word; aux is 16 tables.
  *
- * cb4: every row may use a different 16-entry table, and PSHUFB looks up one table per 128-bit lane, so the
- * index bytes are regrouped with unpack{lo,hi}_epi64 until each lane holds ONE row's 16 code bytes (rows
- * {0,2},{1,3},{4,6},{5,7} per ymm); low nibbles are elements 0..15, high nibbles 16..31, dotted against the
- * activation halves broadcast to both lanes. Table values are signed: maddubs(|a|, sign(w, a)) (|a| once
- * per block). Two hadd levels leave the 8 row sums in lane order [0,1,4,5,2,3,6,7] (PERM), as in
- * gemx_8x8_avx2.c.
+ * cb4: every row may use a different 16-entry table, and PSHUFB looks up one table per 128-bit lane. With
+ * 16-byte chunks one ymm of codes is rows 2v, 2v+1, a whole row per lane, so no regrouping is needed; the
+ * lane pair's two tables are one load from a per-call array of all 256 table pairs. Low nibbles are
+ * elements 0..15, high nibbles 16..31, dotted against the activation halves broadcast to both lanes. When all
+ * tables lie in [-64, 63] the pairs hold entries + 64 and maddubs(w + 64, a) runs without sign ops (-64*Σa
+ * folded per block); otherwise maddubs(|a|, sign(w, a)). Three hadd levels leave the row sums in lane order
+ * EO = [0,2,4,6,1,3,5,7]. GEMM takes Q8_0x4 activations with 16-byte chunks (act_B = 16).
  * cb2: 4 entries per table, so the 4 tables of rows 0..3 fill one 16-byte PSHUFB table; the row is folded
  * into the index (crumb | 4*row-in-table), one lookup serves 4 rows; when all 8 ids of a super-block are < 4
  * the first 4 tables (kept in a register for the whole call) are indexed by 4*id + crumb instead, so no
  * per-block gather. The layout then matches iq4_nl's (elements 8k..8k+7 of rows 4h..4h+3 per ymm) and the
  * dot is its maddubs(|w|, sign(a, w)), or, when those register tables lie in [-64, 63] (what the learner
  * emits), in GEMV maddubs(w + 64, a) - 64*Σa without sign ops, and in GEMM (|w| shared by 4 tokens)
- * maddubs(|w|, sign(a, w)) with two products added in int16 (half the madd). cb2 aux holds >= 4 tables
- * (module.c checks 64 bytes).
- * GEMV runs two row groups per block step: they share the activation loads, |a| and the per-call tables of
+ * maddubs(|w|, sign(a, w)) with two products added in int16 (half the madd). Row sums in lane order
+ * PERM = [0,1,4,5,2,3,6,7], as in gemx_8x8_avx2.c.
+ * GEMV runs two row groups per block step: they share the activation loads and the per-call tables of
  * activation scales and offsets (as gemx_8x8_avx2.c does). */
 #ifndef __AVX2__
 #error "this file must be compiled with -mavx2 -mfma -mf16c"
@@ -35,51 +37,6 @@ AI int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 AI uint64_t cb_ids(const uint8_t *sb) {
     const __m128i id = _mm_and_si128(_mm_loadu_si128((const __m128i *)sb), _mm_set1_epi16(LB_CB_ID_MASK));
     return (uint64_t)_mm_cvtsi128_si64(_mm_packus_epi16(id, id));
-}
-
-AI __m256i tab2(const int8_t *aux, int ida, int idb) {   /* lane 0: table ida, lane 1: table idb */
-    return _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(aux + 16 * ida))),
-                                   _mm_loadu_si128((const __m128i *)(aux + 16 * idb)), 1);
-}
-
-/* cb4 weights of one super-block: w[2v] = low nibbles (elements 0..15), w[2v+1] = high (16..31), for the
- * row pairs v = {0,2},{1,3},{4,6},{5,7} (lane 0, lane 1). */
-AI void cb4_unpack(const uint8_t *sb, const int8_t *aux, __m256i w[8]) {
-    const uint8_t *qs = sb + 16;
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    const __m256i L0 = _mm256_loadu_si256((const __m256i *)(qs + 0));    /* rows 0-3, bytes 0-7 */
-    const __m256i L1 = _mm256_loadu_si256((const __m256i *)(qs + 32));   /* rows 4-7, bytes 0-7 */
-    const __m256i L2 = _mm256_loadu_si256((const __m256i *)(qs + 64));   /* rows 0-3, bytes 8-15 */
-    const __m256i L3 = _mm256_loadu_si256((const __m256i *)(qs + 96));   /* rows 4-7, bytes 8-15 */
-    const __m256i V[4] = {_mm256_unpacklo_epi64(L0, L2), _mm256_unpackhi_epi64(L0, L2),
-                          _mm256_unpacklo_epi64(L1, L3), _mm256_unpackhi_epi64(L1, L3)};
-    static const int RA[4] = {0, 1, 4, 5}, RB[4] = {2, 3, 6, 7};
-    const uint64_t ids = cb_ids(sb);
-    uint8_t id[8];
-    memcpy(id, &ids, 8);
-    const int same = ids == id[0] * 0x0101010101010101ull;   /* one table for all 8 rows (always when C = 1) */
-    const __m256i t1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(aux + 16 * id[0])));
-    for (int v = 0; v < 4; v++) {
-        const __m256i t = same ? t1 : tab2(aux, id[RA[v]], id[RB[v]]);
-        w[2 * v] = _mm256_shuffle_epi8(t, _mm256_and_si256(V[v], m4));
-        w[2 * v + 1] = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(V[v], 4), m4));
-    }
-}
-
-/* Row sums (PERM order) of the unpacked cb4 block against activation halves: ua = |a|, a = signed. */
-AI __m256i cb4_dot_u(const __m256i w[8], __m256i alo, __m256i ahi, __m256i ulo, __m256i uhi) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i s[4];
-    for (int v = 0; v < 4; v++) {
-        const __m256i plo = _mm256_maddubs_epi16(ulo, _mm256_sign_epi8(w[2 * v], alo));
-        const __m256i phi = _mm256_maddubs_epi16(uhi, _mm256_sign_epi8(w[2 * v + 1], ahi));
-        s[v] = _mm256_add_epi32(_mm256_madd_epi16(plo, ones), _mm256_madd_epi16(phi, ones));
-    }
-    return _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
-}
-
-AI __m256i cb4_dot(const __m256i w[8], __m256i alo, __m256i ahi) {
-    return cb4_dot_u(w, alo, ahi, _mm256_sign_epi8(alo, alo), _mm256_sign_epi8(ahi, ahi));
 }
 
 /* cb2 weights: w[2k+h] = elements 8k..8k+7 of rows 4h..4h+3 (signed). t_all: the first 4 tables' 4 entries
@@ -172,8 +129,6 @@ AI __m256i cb2_tables_raw(const int8_t *aux, int *small) {
     return _mm256_broadcastsi128_si256(t);
 }
 
-AI size_t sb_bytes(int fmt) { return fmt == LB_FMT_CB4 ? 8 * 18 : 8 * 10; }
-
 /* PERM lane order -> rows 0..7 (a 64-bit pair swap), then store the valid columns. */
 AI void store_cols(float *out, __m256 acc, int g, int n1, int N) {
     acc = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(acc), 0xD8));
@@ -193,26 +148,22 @@ AI __m256 load_dw(const uint8_t *sb) {
     return _mm256_cvtph_ps(_mm_shuffle_epi32(h, 0xD8));
 }
 
-/* Integer row sums (PERM order) of one super-block against the block's prepared activations. */
-AI __m256i gemv_isum(int fmt, const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all_u, const __m256i a[4],
-                     const __m256i ua[2], int32_t off) {
+/* cb2 integer row sums (PERM order) of one super-block against the block's activation octets. */
+AI __m256i cb2_gemv_isum(const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all_u, const __m256i a[4],
+                         int32_t off) {
     __m256i w[8];
-    if (fmt == LB_FMT_CB4) {
-        cb4_unpack(sb, aux, w);
-        return cb4_dot_u(w, a[0], a[1], ua[0], ua[1]);
-    }
     if (cb2_unpack(sb, aux, t_all, t_all_u, w))
         return _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(off));
     return lb_avx2_signed_dot8(w, a);
 }
 
-AI void gemv_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
-                float *out, int n0, int n1, int N) {
+void gemv_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
+                        float *out, int n0, int n1, int N) {
     const int nb = K / LB_QK;
-    const size_t sbb = sb_bytes(fmt), gstride = (size_t)nb * sbb;
+    const size_t sbb = 8 * 10, gstride = (size_t)nb * sbb;
     int t_all_u = 0;
-    const __m256i t_all = fmt == LB_FMT_CB2 ? cb2_tables(aux, &t_all_u) : _mm256_setzero_si256();
-    /* per-block activation scale and cb2 offset 64*Σa, converted once per call */
+    const __m256i t_all = cb2_tables(aux, &t_all_u);
+    /* per-block activation scale and offset 64*Σa, converted once per call */
     float da[nb];
     int32_t off[nb];
     for (int b = 0; b < nb; b++) {
@@ -225,24 +176,13 @@ AI void gemv_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8
         __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
         for (int b = 0; b < nb; b++, s0 += sbb, s1 += sbb) {
             const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK + 2;
-            __m256i a[4], ua[2];
-            if (fmt == LB_FMT_CB4) {
-                a[0] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab));
-                a[1] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 16)));
-                ua[0] = _mm256_sign_epi8(a[0], a[0]);
-                ua[1] = _mm256_sign_epi8(a[1], a[1]);
-            } else {
-                for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 * k);
-            }
+            __m256i a[4];
+            for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 * k);
             _mm_prefetch((const char *)s0 + LB_PF, _MM_HINT_T0);
             _mm_prefetch((const char *)s1 + LB_PF, _MM_HINT_T0);
-            if (fmt == LB_FMT_CB4) {
-                _mm_prefetch((const char *)s0 + LB_PF + 64, _MM_HINT_T0);
-                _mm_prefetch((const char *)s1 + LB_PF + 64, _MM_HINT_T0);
-            }
             const __m256 d = _mm256_set1_ps(da[b]);
-            const __m256i i0 = gemv_isum(fmt, s0, aux, t_all, t_all_u, a, ua, off[b]);
-            const __m256i i1 = gemv_isum(fmt, s1, aux, t_all, t_all_u, a, ua, off[b]);
+            const __m256i i0 = cb2_gemv_isum(s0, aux, t_all, t_all_u, a, off[b]);
+            const __m256i i1 = cb2_gemv_isum(s1, aux, t_all, t_all_u, a, off[b]);
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw(s0), d), acc0);
             acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(load_dw(s1), d), acc1);
         }
@@ -254,58 +194,38 @@ AI void gemv_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8
         __m256 acc0 = _mm256_setzero_ps();
         for (int b = 0; b < nb; b++, s0 += sbb) {
             const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK + 2;
-            __m256i a[4], ua[2];
-            if (fmt == LB_FMT_CB4) {
-                a[0] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab));
-                a[1] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 16)));
-                ua[0] = _mm256_sign_epi8(a[0], a[0]);
-                ua[1] = _mm256_sign_epi8(a[1], a[1]);
-            } else {
-                for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 * k);
-            }
-            const __m256i i0 = gemv_isum(fmt, s0, aux, t_all, t_all_u, a, ua, off[b]);
+            __m256i a[4];
+            for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 * k);
+            const __m256i i0 = cb2_gemv_isum(s0, aux, t_all, t_all_u, a, off[b]);
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw(s0), _mm256_set1_ps(da[b])), acc0);
         }
         store_cols(out, acc0, g, n1, N);
     }
 }
 
-/* Activation elements 16h..16h+15 of row i of a Q8_0x4 block (chunk 8), broadcast to both lanes. */
-AI __m256i a4_half(const uint8_t *ab, int i, int h) {
-    const __m128i lo = _mm_loadl_epi64((const __m128i *)(ab + 8 + 64 * h + 8 * i));
-    const __m128i hi = _mm_loadl_epi64((const __m128i *)(ab + 8 + 64 * h + 32 + 8 * i));
-    return _mm256_broadcastsi128_si256(_mm_unpacklo_epi64(lo, hi));
-}
-
-AI void gemm_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4,
-                const int16_t *bsums4, float *out, size_t ldo, int n0, int n1, int N) {
+void gemm_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
+                        float *out, size_t ldo, int n0, int n1, int N) {
     const int nb = K / LB_QK;
-    const size_t sbb = sb_bytes(fmt);
+    const size_t sbb = 8 * 10;
     int t_all_s = 0;
-    const __m256i t_all = fmt == LB_FMT_CB2 ? cb2_tables_raw(aux, &t_all_s) : _mm256_setzero_si256();
+    const __m256i t_all = cb2_tables_raw(aux, &t_all_s);
+    (void)bsums4;
     for (int g = n0 / 8; 8 * g < n1; g++) {
         const uint8_t *sb = W + (size_t)g * nb * sbb;
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int b = 0; b < nb; b++, sb += sbb) {
             const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
             __m256i w[8], uw[8];
-            int small = 0;
-            if (fmt == LB_FMT_CB4) cb4_unpack(sb, aux, w);
-            else small = cb2_unpack(sb, aux, t_all, t_all_s, w);
+            const int small = cb2_unpack(sb, aux, t_all, t_all_s, w);
             if (small)
                 for (int k = 0; k < 8; k++) uw[k] = _mm256_sign_epi8(w[k], w[k]);
             const __m256 dw = load_dw(sb);
             float das[4];
             _mm_storeu_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
             for (int i = 0; i < 4; i++) {
-                __m256i isum;
-                if (fmt == LB_FMT_CB4) {
-                    isum = cb4_dot(w, a4_half(ab, i, 0), a4_half(ab, i, 1));
-                } else {
-                    __m256i a[4];
-                    for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 + 32 * k + 8 * i);
-                    isum = small ? cb2_dot_s2(uw, w, a) : lb_avx2_signed_dot8(w, a);
-                }
+                __m256i a[4];
+                for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 + 32 * k + 8 * i);
+                const __m256i isum = small ? cb2_dot_s2(uw, w, a) : lb_avx2_signed_dot8(w, a);
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(das[i])), acc[i]);
             }
         }
@@ -313,15 +233,178 @@ AI void gemm_cb(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint8
     }
 }
 
-#define LB_CB_DEF(name, FMT)                                                                                \
-    void gemv_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,     \
-                     float *out, int n0, int n1, int N) {                                                    \
-        gemv_cb(FMT, K, W, aux, A, bsums, out, n0, n1, N);                                                  \
-    }                                                                                                         \
-    void gemm_##name(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,  \
-                     float *out, size_t ldo, int n0, int n1, int N) {                                        \
-        gemm_cb(FMT, K, W, aux, A4, bsums4, out, ldo, n0, n1, N);                                           \
-    }
+/* ---- cb4 on the 8-row, 16-byte interleave (8x16): ymm v of a super-block's codes = rows 2v (lane 0) and
+ * 2v+1 (lane 1), each lane one row's whole 16 bytes, so PSHUFB looks up each row in its own table with no
+ * regrouping. The table pair of rows (2v, 2v+1) is one aligned 32-byte load from a per-call array of all
+ * 16 x 16 pairs (8 KB on the stack), indexed by the two scale words' id bits. Row sums come out in lane
+ * order EO = [0,2,4,6,1,3,5,7]. */
 
-LB_CB_DEF(cb4_8x8__avx2, LB_FMT_CB4)
-LB_CB_DEF(cb2_8x8__avx2, LB_FMT_CB2)
+typedef struct { __m256i t[256]; } cb4_pairs;   /* t[16a + b]: table a in lane 0, table b in lane 1 */
+
+/* Fills the pair array; returns 1 (and stores entries + 64) when all 16 tables lie in [-64, 63], so that
+ * maddubs(w + 64, a) applies: products <= 127*127 per pair need no sign ops; -64*Σa is folded per block. */
+static int cb4_build_pairs(const int8_t *aux, cb4_pairs *p) {
+    __m256i out = _mm256_setzero_si256();
+    for (int i = 0; i < 8; i++) {
+        const __m256i t = _mm256_loadu_si256((const __m256i *)(aux + 32 * i));
+        out = _mm256_or_si256(out, _mm256_or_si256(_mm256_cmpgt_epi8(t, _mm256_set1_epi8(63)),
+                                                    _mm256_cmpgt_epi8(_mm256_set1_epi8(-64), t)));
+    }
+    const int u = _mm256_testz_si256(out, out);
+    const __m128i bias = _mm_set1_epi8(u ? 64 : 0);
+    for (int a = 0; a < 16; a++) {
+        const __m128i ta = _mm_add_epi8(_mm_loadu_si128((const __m128i *)(aux + 16 * a)), bias);
+        for (int b = 0; b < 16; b++)
+            p->t[16 * a + b] = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(ta), _mm_add_epi8(_mm_loadu_si128((const __m128i *)(aux + 16 * b)), bias), 1);
+    }
+    return u;
+}
+
+/* The pair table of rows (2v, 2v+1); x = their two scale words (row 2v in the low 16 bits). */
+AI __m256i cb4_pair(const cb4_pairs *p, uint32_t x) { return p->t[((x & 15) << 4) | ((x >> 16) & 15)]; }
+
+/* Weights of one super-block: w[2v] = elements 0..15 (low nibbles), w[2v+1] = 16..31 (high), rows 2v, 2v+1. */
+AI void cb4_lookup(const uint8_t *sb, const cb4_pairs *p, __m256i w[8]) {
+    const uint8_t *qs = sb + 16;
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    uint32_t x[4];
+    memcpy(x, sb, 16);
+    for (int v = 0; v < 4; v++) {
+        const __m256i t = cb4_pair(p, x[v]);
+        const __m256i V = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
+        w[2 * v] = _mm256_shuffle_epi8(t, _mm256_and_si256(V, m4));
+        w[2 * v + 1] = _mm256_shuffle_epi8(t, _mm256_and_si256(_mm256_srli_epi16(V, 4), m4));
+    }
+}
+
+/* EO-ordered row sums of looked-up weights against activation halves alo (elements 0..15) and ahi (16..31),
+ * each broadcast to both lanes. u: weights hold w + 64 (subtract 64*Σa afterwards); else signed weights with
+ * ulo/uhi = |alo|/|ahi|. The 4 per-row partial sums of each lane are folded by 3 hadd. */
+AI __m256i cb4_dot(int u, const __m256i w[8], __m256i alo, __m256i ahi, __m256i ulo, __m256i uhi) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s[4];
+    for (int v = 0; v < 4; v++) {
+        const __m256i plo = u ? _mm256_maddubs_epi16(w[2 * v], alo) : _mm256_maddubs_epi16(ulo, _mm256_sign_epi8(w[2 * v], alo));
+        const __m256i phi = u ? _mm256_maddubs_epi16(w[2 * v + 1], ahi)
+                              : _mm256_maddubs_epi16(uhi, _mm256_sign_epi8(w[2 * v + 1], ahi));
+        s[v] = _mm256_add_epi32(_mm256_madd_epi16(plo, ones), _mm256_madd_epi16(phi, ones));
+    }
+    return _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+}
+
+/* The 8 row scales (id bits cleared) as floats in EO order. */
+AI __m256 load_dw_eo(const uint8_t *sb) {
+    const __m128i h = _mm_and_si128(_mm_loadu_si128((const __m128i *)sb), _mm_set1_epi16((short)LB_CB_SCALE_MASK));
+    return _mm256_cvtph_ps(_mm_shuffle_epi8(h, _mm_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15)));
+}
+
+/* EO lane order -> rows 0..7, then store the valid columns. */
+AI void store_cols_eo(float *out, __m256 acc, int g, int n1, int N) {
+    acc = _mm256_permutevar8x32_ps(acc, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    const int lim = n1 < N ? n1 : N;
+    if (8 * g + 8 <= lim) { _mm256_storeu_ps(out + 8 * g, acc); return; }
+    float tmp[8];
+    _mm256_storeu_ps(tmp, acc);
+    for (int r = 0; 8 * g + r < lim; r++) out[8 * g + r] = tmp[r];
+}
+
+/* One row group's block sum (EO order) for GEMV, with the activation halves already broadcast. */
+AI __m256i cb4_gemv_isum(int u, const uint8_t *sb, const cb4_pairs *p, __m256i alo, __m256i ahi, __m256i ulo,
+                         __m256i uhi, __m256i off) {
+    __m256i w[8];
+    cb4_lookup(sb, p, w);
+    const __m256i s = cb4_dot(u, w, alo, ahi, ulo, uhi);
+    return u ? _mm256_sub_epi32(s, off) : s;
+}
+
+AI void gemv_cb4_u(int u, int K, const uint8_t *W, const cb4_pairs *p, const uint8_t *A, const int16_t *bsums,
+                   float *out, int n0, int n1, int N) {
+    const int nb = K / LB_QK;
+    const size_t sbb = 8 * 18, gstride = (size_t)nb * sbb;
+    float da[nb];
+    int32_t off[nb];
+    for (int b = 0; b < nb; b++) {
+        da[b] = fp16(A + (size_t)b * LB_Q8_BLOCK);
+        off[b] = 64 * bsums[b];
+    }
+    int g = n0 / 8;
+    for (; 8 * g + 8 < n1; g += 2) {   /* two row groups per step share the activation prep */
+        const uint8_t *s0 = W + (size_t)g * gstride, *s1 = s0 + gstride;
+        __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++, s0 += sbb, s1 += sbb) {
+            const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK + 2;
+            const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab));
+            const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 16)));
+            const __m256i ulo = u ? alo : _mm256_sign_epi8(alo, alo), uhi = u ? ahi : _mm256_sign_epi8(ahi, ahi);
+            _mm_prefetch((const char *)s0 + LB_PF, _MM_HINT_T0);
+            _mm_prefetch((const char *)s1 + LB_PF, _MM_HINT_T0);
+            _mm_prefetch((const char *)s0 + LB_PF + 64, _MM_HINT_T0);
+            _mm_prefetch((const char *)s1 + LB_PF + 64, _MM_HINT_T0);
+            const __m256i o = _mm256_set1_epi32(off[b]);
+            const __m256 d = _mm256_set1_ps(da[b]);
+            const __m256i i0 = cb4_gemv_isum(u, s0, p, alo, ahi, ulo, uhi, o);
+            const __m256i i1 = cb4_gemv_isum(u, s1, p, alo, ahi, ulo, uhi, o);
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw_eo(s0), d), acc0);
+            acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(load_dw_eo(s1), d), acc1);
+        }
+        store_cols_eo(out, acc0, g, n1, N);
+        store_cols_eo(out, acc1, g + 1, n1, N);
+    }
+    for (; 8 * g < n1; g++) {
+        const uint8_t *s0 = W + (size_t)g * gstride;
+        __m256 acc0 = _mm256_setzero_ps();
+        for (int b = 0; b < nb; b++, s0 += sbb) {
+            const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK + 2;
+            const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab));
+            const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 16)));
+            const __m256i ulo = u ? alo : _mm256_sign_epi8(alo, alo), uhi = u ? ahi : _mm256_sign_epi8(ahi, ahi);
+            const __m256i i0 = cb4_gemv_isum(u, s0, p, alo, ahi, ulo, uhi, _mm256_set1_epi32(off[b]));
+            acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw_eo(s0), _mm256_set1_ps(da[b])), acc0);
+        }
+        store_cols_eo(out, acc0, g, n1, N);
+    }
+}
+
+/* GEMM with Q8_0x4 activations of chunk 16 (act_B = 16): row i's elements 0..15 and 16..31 are each one
+ * 16-byte run, so a token's halves are two broadcast loads. The lookup is done once per block for 4 tokens. */
+AI void gemm_cb4_u(int u, int K, const uint8_t *W, const cb4_pairs *p, const uint8_t *A4, const int16_t *bsums4,
+                   float *out, size_t ldo, int n0, int n1, int N) {
+    const int nb = K / LB_QK;
+    const size_t sbb = 8 * 18;
+    for (int g = n0 / 8; 8 * g < n1; g++) {
+        const uint8_t *sb = W + (size_t)g * nb * sbb;
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (int b = 0; b < nb; b++, sb += sbb) {
+            const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
+            __m256i w[8];
+            cb4_lookup(sb, p, w);
+            const __m256 dw = load_dw_eo(sb);
+            float das[4] __attribute__((aligned(16)));
+            _mm_store_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
+            for (int i = 0; i < 4; i++) {
+                const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 8 + 16 * i)));
+                const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 72 + 16 * i)));
+                __m256i isum;
+                if (u) isum = _mm256_sub_epi32(cb4_dot(1, w, alo, ahi, alo, ahi), _mm256_set1_epi32(64 * bsums4[4 * b + i]));
+                else isum = cb4_dot(0, w, alo, ahi, _mm256_sign_epi8(alo, alo), _mm256_sign_epi8(ahi, ahi));
+                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(das[i])), acc[i]);
+            }
+        }
+        for (int i = 0; i < 4; i++) store_cols_eo(out + i * ldo, acc[i], g, n1, N);
+    }
+}
+
+void gemv_cb4_8x16__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
+                         float *out, int n0, int n1, int N) {
+    cb4_pairs p;
+    if (cb4_build_pairs(aux, &p)) gemv_cb4_u(1, K, W, &p, A, bsums, out, n0, n1, N);
+    else gemv_cb4_u(0, K, W, &p, A, bsums, out, n0, n1, N);
+}
+
+void gemm_cb4_8x16__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
+                         float *out, size_t ldo, int n0, int n1, int N) {
+    cb4_pairs p;
+    if (cb4_build_pairs(aux, &p)) gemm_cb4_u(1, K, W, &p, A4, bsums4, out, ldo, n0, n1, N);
+    else gemm_cb4_u(0, K, W, &p, A4, bsums4, out, ldo, n0, n1, N);
+}
