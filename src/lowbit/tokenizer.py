@@ -33,6 +33,8 @@ def _field_value(field) -> Any:
     from gguf import GGUFValueType
 
     t = field.types
+    if hasattr(field.parts, "values"):     # lowbit.io.gguf's lazy array parts: decoded in one pass
+        return field.parts.values()
     if t[0] == GGUFValueType.ARRAY:
         if len(t) > 1 and t[1] == GGUFValueType.STRING:
             return [bytes(field.parts[i]).decode("utf-8", errors="replace") for i in field.data]
