@@ -11,8 +11,16 @@
 AI float lb_h2f(const uint8_t *p) { __fp16 h; memcpy(&h, p, 2); return (float)h; }
 AI float32x4_t lb_h2f4(const uint8_t *p) { return vcvt_f32_f16(vreinterpret_f16_u8(vld1_u8(p))); }
 AI size_t lb_sbb(int fmt, int R) {
-    return (size_t)R * (fmt == LB_FMT_Q8_0 ? 34 : fmt == LB_FMT_CB4 ? 19 : fmt == LB_FMT_CB2 ? 11 : 18);
+    return (size_t)R * (fmt == LB_FMT_Q8_0 ? 34 : fmt == LB_FMT_CB2 ? 10 : 18);
 }
+/* The 4 row scales of a weight super-block; cb formats clear the codebook id (low 4 bits of the word). */
+AI float32x4_t lb_wscale4(int fmt, const uint8_t *sb) {
+    uint16x4_t h = vld1_u16((const uint16_t *)sb);
+    if (fmt == LB_FMT_CB4 || fmt == LB_FMT_CB2) h = vand_u16(h, vdup_n_u16(LB_CB_SCALE_MASK));
+    return vcvt_f32_f16(vreinterpret_f16_u16(h));
+}
+/* Codebook id of row r: the low 4 bits of its scale word (little-endian: the word's first byte). */
+AI int lb_cb_id(const uint8_t *sb, int r) { return sb[2 * r] & LB_CB_ID_MASK; }
 
 /* q4_0 weights are unpacked in the sign form (nibble << 4 or byte & 0xF0 = 16 * (q - 8), exact in int8),
  * so their integer sums are 16x: fixed-point convert with 4 fraction bits divides exactly. */
@@ -43,42 +51,42 @@ AI void lb_unpack_r4(int fmt, const uint8_t *qs, int8x16_t w[8]) {
     for (int m = 0; m < 4; m++) lb_unpack_nib(fmt, vld1q_u8(qs + 16 * m), &w[m], &w[m + 4]);
 }
 
-/* cb4 super-block (R=4): 4 fp16 scales, 4 codebook ids, 64 nibble bytes (no XOR). The 4 rows' int8 tables
+/* cb4 super-block (R=4): 4 scale words (id in bits 0-3), 64 nibble bytes (no XOR). The 4 rows' int8 tables
  * [16] form one 64-byte TBL table; each byte's index is its nibble + 16 * (its row in the group), so one
  * vqtbl4q_s8 decodes 4 rows with 4 different codebooks. Vector m has the same chunk meaning as above. */
 AI void lb_unpack_cb4_r4(int B, const uint8_t *sb, const int8_t *aux, int8x16_t w[8]) {
     int8x16x4_t t;
-    t.val[0] = vld1q_s8(aux + 16 * sb[8]);
-    t.val[1] = vld1q_s8(aux + 16 * sb[9]);
-    t.val[2] = vld1q_s8(aux + 16 * sb[10]);
-    t.val[3] = vld1q_s8(aux + 16 * sb[11]);
+    t.val[0] = vld1q_s8(aux + 16 * lb_cb_id(sb, 0));
+    t.val[1] = vld1q_s8(aux + 16 * lb_cb_id(sb, 1));
+    t.val[2] = vld1q_s8(aux + 16 * lb_cb_id(sb, 2));
+    t.val[3] = vld1q_s8(aux + 16 * lb_cb_id(sb, 3));
     /* row of byte p: B=4 -> p/4; B=8, vector m -> 2(m%2) + p/8 */
     static const uint8_t off4[16] = {0, 0, 0, 0, 16, 16, 16, 16, 32, 32, 32, 32, 48, 48, 48, 48};
     static const uint8_t off8[2][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 16, 16, 16, 16, 16, 16, 16, 16},
                                         {32, 32, 32, 32, 32, 32, 32, 32, 48, 48, 48, 48, 48, 48, 48, 48}};
     const uint8x16_t m4 = vdupq_n_u8(0x0F);
     for (int m = 0; m < 4; m++) {
-        const uint8x16_t v = vld1q_u8(sb + 12 + 16 * m), off = vld1q_u8(B == 4 ? off4 : off8[m & 1]);
+        const uint8x16_t v = vld1q_u8(sb + 8 + 16 * m), off = vld1q_u8(B == 4 ? off4 : off8[m & 1]);
         w[m] = vqtbl4q_s8(t, vaddq_u8(vandq_u8(v, m4), off));
         w[m + 4] = vqtbl4q_s8(t, vaddq_u8(vshrq_n_u8(v, 4), off));
     }
 }
 
-/* cb2 super-block (R=4): 4 fp16 scales, 4 codebook ids, 32 crumb bytes (no XOR). Only entries 0..3 of a
+/* cb2 super-block (R=4): 4 scale words (id in bits 0-3), 32 crumb bytes (no XOR). Only entries 0..3 of a
  * row's table are used, so the 4 rows' tables fit one 16-byte TBL table (row r at bytes 4r..4r+3), indexed
  * by crumb | 4 * (row of the byte). Byte j of a row holds elements j, j+8, j+16, j+24, so crumb c of code
  * vector v is chunk 2c+v in both interleaves: B=4, v = bytes 4v..4v+3 of rows 0-3 -> elements 8c+4v..+3;
  * B=8, v = rows 2v,2v+1 x bytes 0..7 -> elements 8c..8c+7. Same w[k] meaning as the 4-bit unpackers. */
 AI void lb_unpack_cb2_r4(int B, const uint8_t *sb, const int8_t *aux, int8x16_t w[8]) {
     uint32_t t4[4];
-    for (int r = 0; r < 4; r++) memcpy(&t4[r], aux + 16 * sb[8 + r], 4);
+    for (int r = 0; r < 4; r++) memcpy(&t4[r], aux + 16 * lb_cb_id(sb, r), 4);
     const int8x16_t tab = vreinterpretq_s8_u32(vld1q_u32(t4));
     static const uint8_t off4[16] = {0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12};
     static const uint8_t off8[2][16] = {{0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4},
                                         {8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12}};
     const uint8x16_t m2 = vdupq_n_u8(3);
     for (int v = 0; v < 2; v++) {
-        const uint8x16_t q = vld1q_u8(sb + 12 + 16 * v), off = vld1q_u8(B == 4 ? off4 : off8[v]);
+        const uint8x16_t q = vld1q_u8(sb + 8 + 16 * v), off = vld1q_u8(B == 4 ? off4 : off8[v]);
         w[v] = vqtbl1q_s8(tab, vorrq_u8(vandq_u8(q, m2), off));
         w[2 + v] = vqtbl1q_s8(tab, vorrq_u8(vandq_u8(vshrq_n_u8(q, 2), m2), off));
         w[4 + v] = vqtbl1q_s8(tab, vorrq_u8(vandq_u8(vshrq_n_u8(q, 4), m2), off));

@@ -26,7 +26,7 @@ AI void gemv_4x4(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint
             s = vdotq_laneq_s32(s, w[5], ah, 1);
             s = vdotq_laneq_s32(s, w[6], ah, 2);
             s = vdotq_laneq_s32(s, w[7], ah, 3);
-            acc = vfmaq_f32(acc, lb_isum_to_f(fmt, s), vmulq_n_f32(lb_h2f4(sb), lb_h2f(ab)));
+            acc = vfmaq_f32(acc, lb_isum_to_f(fmt, s), vmulq_n_f32(lb_wscale4(fmt, sb), lb_h2f(ab)));
         }
         lb_store4(out, acc, g, n1, N);
     }
@@ -53,7 +53,7 @@ AI void gemm_4x4(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint
                 s[2] = vdotq_laneq_s32(s[2], w[k], a, 2);
                 s[3] = vdotq_laneq_s32(s[3], w[k], a, 3);
             }
-            const float32x4_t dw = lb_h2f4(sb), da = lb_h2f4(ab);
+            const float32x4_t dw = lb_wscale4(fmt, sb), da = lb_h2f4(ab);
             acc[0] = vfmaq_f32(acc[0], lb_isum_to_f(fmt, s[0]), vmulq_laneq_f32(dw, da, 0));
             acc[1] = vfmaq_f32(acc[1], lb_isum_to_f(fmt, s[1]), vmulq_laneq_f32(dw, da, 1));
             acc[2] = vfmaq_f32(acc[2], lb_isum_to_f(fmt, s[2]), vmulq_laneq_f32(dw, da, 2));

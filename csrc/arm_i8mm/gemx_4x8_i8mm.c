@@ -26,7 +26,7 @@ AI void gemv_4x8(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint
                 s1 = vdotq_s32(s1, w[2 * q + 1], a);
             }
             const int32x4_t s = vpaddq_s32(s0, s1);
-            acc = vfmaq_f32(acc, lb_isum_to_f(fmt, s), vmulq_n_f32(lb_h2f4(sb), lb_h2f(ab)));
+            acc = vfmaq_f32(acc, lb_isum_to_f(fmt, s), vmulq_n_f32(lb_wscale4(fmt, sb), lb_h2f(ab)));
         }
         lb_store4(out, acc, g, n1, N);
     }
@@ -60,7 +60,7 @@ AI void gemm_4x8(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint
             s[1] = vreinterpretq_s32_s64(vzip2q_s64(vreinterpretq_s64_s32(s00), vreinterpretq_s64_s32(s01)));
             s[2] = vreinterpretq_s32_s64(vzip1q_s64(vreinterpretq_s64_s32(s10), vreinterpretq_s64_s32(s11)));
             s[3] = vreinterpretq_s32_s64(vzip2q_s64(vreinterpretq_s64_s32(s10), vreinterpretq_s64_s32(s11)));
-            const float32x4_t dw = lb_h2f4(sb), da = lb_h2f4(ab);
+            const float32x4_t dw = lb_wscale4(fmt, sb), da = lb_h2f4(ab);
             acc[0] = vfmaq_f32(acc[0], lb_isum_to_f(fmt, s[0]), vmulq_laneq_f32(dw, da, 0));
             acc[1] = vfmaq_f32(acc[1], lb_isum_to_f(fmt, s[1]), vmulq_laneq_f32(dw, da, 1));
             acc[2] = vfmaq_f32(acc[2], lb_isum_to_f(fmt, s[2]), vmulq_laneq_f32(dw, da, 2));

@@ -41,7 +41,7 @@ AI void gemv_4x4(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint
             lb_unpack_any_r4(fmt, 4, sb, aux, w);
             for (int k = 0; k < 4; k++) { a[k] = bcast4(al, k); a[k + 4] = bcast4(ah, k); }
             const int32x4_t s = dot_r4(w, a);
-            acc = vfmaq_f32(acc, lb_isum_to_f(fmt, s), vmulq_n_f32(lb_h2f4(sb), lb_h2f(ab)));
+            acc = vfmaq_f32(acc, lb_isum_to_f(fmt, s), vmulq_n_f32(lb_wscale4(fmt, sb), lb_h2f(ab)));
         }
         lb_store4(out, acc, g, n1, N);
     }
@@ -60,7 +60,7 @@ AI void gemm_4x4(int fmt, int K, const uint8_t *W, const int8_t *aux, const uint
             int8x16_t w[8], av[8];
             lb_unpack_any_r4(fmt, 4, sb, aux, w);
             for (int k = 0; k < 8; k++) av[k] = vld1q_s8((const int8_t *)ab + 8 + 16 * k);
-            const float32x4_t dw = lb_h2f4(sb);
+            const float32x4_t dw = lb_wscale4(fmt, sb);
             float das[4];
             vst1q_f32(das, lb_h2f4(ab));
             for (int i = 0; i < 4; i++) {

@@ -12,7 +12,7 @@ int lb_sve_vector_bits_impl(void) { return (int)svcntb() * 8; }
 
 #define SAI static inline __attribute__((always_inline))
 
-/* Codebook tables of one R=8 super-block (ids at sb[16..23]), loaded once per block. cb2: the 8 rows' entries
+/* Codebook tables of one R=8 super-block (ids: low 4 bits of the scale words), loaded once per block. cb2: the 8 rows' entries
  * 0..3 fit one 32-byte table (row r at 4r..4r+3). cb4: a 32-byte SVE TBL holds only 2 rows' [16] tables, so
  * t[2h+i] = rows 4h+2i, 4h+2i+1 (svext joins two LD1RQ copies); see unpack_r8 for how a byte picks its pair. */
 typedef svint8x4_t tabs8;  /* SVE types can't be struct fields; a tuple can carry them */
@@ -20,12 +20,12 @@ SAI tabs8 load_tabs8(int fmt, const uint8_t *sb, const int8_t *aux) {
     const svbool_t pb = svptrue_b8();
     if (fmt == LB_FMT_CB2) {
         uint32_t t4[8];
-        for (int r = 0; r < 8; r++) memcpy(&t4[r], aux + 16 * sb[16 + r], 4);
+        for (int r = 0; r < 8; r++) memcpy(&t4[r], aux + 16 * lb_cb_id(sb, r), 4);
         const svint8_t t = svreinterpret_s8_u32(svld1_u32(svptrue_b32(), t4));
         return svcreate4_s8(t, t, t, t);
     }
     if (fmt == LB_FMT_CB4) {
-#define PAIR(r) svext_s8(svld1rq_s8(pb, aux + 16 * sb[16 + (r)]), svld1rq_s8(pb, aux + 16 * sb[17 + (r)]), 16)
+#define PAIR(r) svext_s8(svld1rq_s8(pb, aux + 16 * lb_cb_id(sb, r)), svld1rq_s8(pb, aux + 16 * lb_cb_id(sb, (r) + 1)), 16)
         return svcreate4_s8(PAIR(0), PAIR(2), PAIR(4), PAIR(6));
 #undef PAIR
     }
@@ -77,8 +77,8 @@ SAI void unpack_r8(int fmt, const uint8_t *qs, int m, tabs8 t, svint8_t *lo, svi
     }
 }
 
-/* Header bytes before the codes: 8 fp16 scales, plus 8 codebook ids for cb4/cb2. */
-SAI int hdr8(int fmt) { return fmt == LB_FMT_CB4 || fmt == LB_FMT_CB2 ? 24 : 16; }
+/* Header bytes before the codes: 8 scale words (cb4/cb2 keep the codebook id in their low 4 bits). */
+SAI int hdr8(int fmt) { (void)fmt; return 16; }
 
 SAI svint8_t bcast8(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return svreinterpret_s8_u64(svdup_n_u64(v)); }
 
@@ -88,9 +88,11 @@ SAI svfloat32_t isum_to_f(int fmt, svint32_t s) {
     return svcvt_f32_s32_x(p, s);
 }
 
-SAI svfloat32_t scales8(const uint8_t *sb) {  /* 8 fp16 -> 8 fp32 (f16 in the low half of each 32-bit lane) */
+SAI svfloat32_t scales8(int fmt, const uint8_t *sb) {  /* 8 fp16 -> 8 fp32 (f16 in the low half of each lane) */
     const svbool_t p = svptrue_b32();
-    return svcvt_f32_f16_x(p, svreinterpret_f16_u32(svld1uh_u32(p, (const uint16_t *)sb)));
+    svuint32_t h = svld1uh_u32(p, (const uint16_t *)sb);
+    if (fmt == LB_FMT_CB4 || fmt == LB_FMT_CB2) h = svand_n_u32_x(p, h, LB_CB_SCALE_MASK);   /* drop the id */
+    return svcvt_f32_f16_x(p, svreinterpret_f16_u32(h));
 }
 
 SAI void store8(float *out, svfloat32_t v, int g, int n1, int N) {
@@ -124,7 +126,7 @@ SAI void gemv_8x8(int fmt, int K, const uint8_t *W, const int8_t *aux, const uin
                 s1 = svdot_s32(s1, h1, ahi);
             }
             const svint32_t s = svadd_s32_x(p, svuzp1_s32(s0, s1), svuzp2_s32(s0, s1));  /* rows 0..7 */
-            acc = svmla_f32_x(p, acc, isum_to_f(fmt, s), svmul_n_f32_x(p, scales8(sb), lb_h2f(ab)));
+            acc = svmla_f32_x(p, acc, isum_to_f(fmt, s), svmul_n_f32_x(p, scales8(fmt, sb), lb_h2f(ab)));
         }
         store8(out, acc, g, n1, N);
     }
@@ -164,7 +166,7 @@ SAI void gemm_8x8(int fmt, int K, const uint8_t *W, const int8_t *aux, const uin
             /* 64-bit lanes of s_t0: [a0 r01, a1 r01, a0 r23, a1 r23], s_t1 the same for rows 4-7: uzp gives
              * activation row x weight rows 0..7 */
 #define ROW(u, x, y) svreinterpret_s32_s64(u(svreinterpret_s64_s32(x), svreinterpret_s64_s32(y)))
-            const svfloat32_t dw = scales8(sb);
+            const svfloat32_t dw = scales8(fmt, sb);
             acc0 = svmla_f32_x(p, acc0, isum_to_f(fmt, ROW(svuzp1_s64, s00, s01)), svmul_n_f32_x(p, dw, lb_h2f(ab)));
             acc1 = svmla_f32_x(p, acc1, isum_to_f(fmt, ROW(svuzp2_s64, s00, s01)), svmul_n_f32_x(p, dw, lb_h2f(ab + 2)));
             acc2 = svmla_f32_x(p, acc2, isum_to_f(fmt, ROW(svuzp1_s64, s10, s11)), svmul_n_f32_x(p, dw, lb_h2f(ab + 4)));
