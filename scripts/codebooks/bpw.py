@@ -34,7 +34,8 @@ def blk_bpw(path):
             types[t.tensor_type.name] += 1
         bits += nbytes * 8
         weights += n_w
-    return {"bpw": bits / weights, "weights": weights, "types": dict(sorted(types.items())),
+    v = r.fields.get("lowbit.cb.version")
+    return {"bpw": bits / weights, "cb_version": int(v.contents()) if v is not None else None, "weights": weights, "types": dict(sorted(types.items())),
             "other": dict(sorted(other.items()))}
 
 

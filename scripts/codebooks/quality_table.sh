@@ -2,7 +2,7 @@
 # docs/codebooks.md quality table: WikiText-2 test PPL (ctx 512) + mean KLD vs the reference, for each row.
 # usage: scripts/codebooks/quality_table.sh stories|smol [ROW ...]
 #   env: CHUNKS (default: all for stories, 64 for smol), D (work dir, default /tmp/qt), W (text), SMOL (Q4_1 GGUF)
-#   rows: f32 q8_0 q4_0 iq4_nl Q4_K_M Q2_K cb4:C cb2:C  (default: all of them, cb4 C=1,4,8,16, cb2 C=4,16)
+#   rows: f32 (PPL of the reference; skip it: the first KLD row prints it too) q8_0 q4_0 iq4_nl Q4_K_M Q2_K cb4:C cb2:C  (default: all of them, cb4 C=1,4,8,16, cb2 C=4,16)
 #         mix:NAME = lowbit quantize --format cb2 --keep-cb4 PATTERNS (cb4 C=16 on the matching tensors), NAME:
 #           gu = cb2 on ffn_gate + ffn_up, cb4 elsewhere;  up = cb2 on ffn_up only
 # Then: python scripts/codebooks/render_table.py $D/<model>_<chunks>.json  (the markdown table)
@@ -42,17 +42,21 @@ for row in $rows; do
   if [ $fmt = f32 ]; then   # the reference itself: PPL only (its KLD is 0 by construction)
     python -m lowbit.cli perplexity $M --format f32 --text $W $chunk_arg --no-progress --json $J --label f32 2>&1 | grep -E "PPL"
   else
+    # the first row also computes the reference log-probs (cached); its "reference PPL" line is the F32 row
     python -m lowbit.cli perplexity $out --format q8_0 --text $W $chunk_arg --kld-ref $M --ref-format f32 --no-progress \
-      --json $J --label "$row" 2>&1 | grep -E "PPL|KLD"
+      --json $J --label "$row" 2>&1 | grep -E "PPL|KLD" | tee $D/last.log
   fi
+  ref_ppl=$(grep -o "reference PPL = .*" $D/last.log 2>/dev/null || true); rm -f $D/last.log
   t2=$(date +%s)
-  python - "$J" "$row" "$out" $((t1 - t0)) $((t2 - t1)) <<'PY'
+  python - "$J" "$row" "$out" $((t1 - t0)) $((t2 - t1)) "$ref_ppl" <<'PY'
 import json, sys
 sys.path.insert(0, "scripts/codebooks")
 from bpw import blk_bpw
-j, row, path, tq, tp = sys.argv[1:]
+j, row, path, tq, tp, ref = sys.argv[1:]
 data = json.load(open(j))
 data["perplexity"][-1].update(bpw=blk_bpw(path), quantize_s=int(tq), perplexity_s=int(tp))
+if ref:   # "reference PPL = 12.3 +/- 0.4"
+    data["perplexity"][-1]["ref_ppl"] = [float(ref.split()[3]), float(ref.split()[5])]
 json.dump(data, open(j, "w"), indent=1)
 PY
   echo "$row: quantize ${t0:+$((t1 - t0))} s, perplexity $((t2 - t1)) s"
