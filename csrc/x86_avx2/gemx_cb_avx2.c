@@ -33,65 +33,55 @@ AI float fp16(const uint8_t *p) { uint16_t h; memcpy(&h, p, 2); return _cvtsh_ss
 AI __m256i bcast8(const uint8_t *p) { int64_t v; memcpy(&v, p, 8); return _mm256_set1_epi64x(v); }
 AI int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
-/* The 8 rows' codebook ids (low 4 bits of each scale word), one byte each, row 0 in the low byte. */
-AI uint64_t cb_ids(const uint8_t *sb) {
-    const __m128i id = _mm_and_si128(_mm_loadu_si128((const __m128i *)sb), _mm_set1_epi16(LB_CB_ID_MASK));
-    return (uint64_t)_mm_cvtsi128_si64(_mm_packus_epi16(id, id));
+/* ---- cb2 on the 8-row, 8-byte interleave: ymm h of a super-block's codes = rows 4h, 4h+1 (lane 0) and
+ * 4h+2, 4h+3 (lane 1), 8 bytes each. A lane's PSHUFB table holds its two rows' 4-entry tables (entries 0..3
+ * and 4..7), one 16-byte load from a per-call array of all 16 x 16 table pairs (4 KB on the stack), so any
+ * ids work at the same speed. The index is crumb | 4 * (second row of the lane): one OR per extracted
+ * vector, before the 4-bit shift, because bit 2 and bit 6 both carry it (0x44) and bit 7 stays clear. */
+
+typedef struct { __m128i t[256]; } cb2_pairs;   /* t[16a + b] = [table a entries 0..3, table b entries 0..3, 0] */
+
+/* Fills the pair array; returns 1 (and stores entries + 64) when every entry 0..3 lies in [-64, 63]. */
+static int cb2_build_pairs(const int8_t *aux, cb2_pairs *p) {
+    __m128i out = _mm_setzero_si128();
+    for (int i = 0; i < 4; i++) {
+        const __m128i t = _mm_setr_epi32(ld32(aux + 64 * i), ld32(aux + 64 * i + 16), ld32(aux + 64 * i + 32),
+                                         ld32(aux + 64 * i + 48));
+        out = _mm_or_si128(out, _mm_or_si128(_mm_cmpgt_epi8(t, _mm_set1_epi8(63)), _mm_cmplt_epi8(t, _mm_set1_epi8(-64))));
+    }
+    const int u = _mm_testz_si128(out, out);
+    const __m128i bias = _mm_set_epi64x(0, u ? 0x4040404040404040ll : 0);
+    for (int a = 0; a < 16; a++)
+        for (int b = 0; b < 16; b++)
+            p->t[16 * a + b] = _mm_add_epi8(_mm_setr_epi32(ld32(aux + 16 * a), ld32(aux + 16 * b), 0, 0), bias);
+    return u;
 }
 
-/* cb2 weights: w[2k+h] = elements 8k..8k+7 of rows 4h..4h+3 (signed). t_all: the first 4 tables' 4 entries
- * (index 4*id + crumb), used when every id of the super-block is < 4; otherwise the 4 rows' tables are
- * gathered into one 16-byte table per row quad. */
-AI int cb2_unpack(const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all_u, __m256i w[8]) {
+/* cb2 weights: w[2k+h] = elements 8k..8k+7 of rows 4h..4h+3 (the iq4_nl layout), from the pair tables. */
+AI void cb2_lookup(const uint8_t *sb, const cb2_pairs *p, __m256i w[8]) {
     const uint8_t *qs = sb + 16;
     const __m256i m33 = _mm256_set1_epi8(0x33);
-    const uint64_t ids = cb_ids(sb);
-    uint8_t id[8];
-    memcpy(id, &ids, 8);
-    __m256i t[2], bias[2];
-    if (!(ids & 0xFCFCFCFCFCFCFCFCull)) {
-        /* byte of row r's chunk <- 4 * id[r]: rows 4h, 4h+1 in lane 0, 4h+2, 4h+3 in lane 1 */
-        const __m256i idb = _mm256_slli_epi16(_mm256_set1_epi64x((int64_t)ids), 2);
-        const __m256i sel0 = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1,
-                                              2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
-        bias[0] = _mm256_shuffle_epi8(idb, sel0);
-        bias[1] = _mm256_shuffle_epi8(idb, _mm256_add_epi8(sel0, _mm256_set1_epi8(4)));
-        t[0] = t[1] = t_all;
-    } else {
-        t_all_u = 0;
-        const __m256i b = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4,
-                                           8, 8, 8, 8, 8, 8, 8, 8, 12, 12, 12, 12, 12, 12, 12, 12);
-        for (int h = 0; h < 2; h++) {
-            const __m128i t4 = _mm_setr_epi32(ld32(aux + 16 * id[4 * h]), ld32(aux + 16 * id[4 * h + 1]),
-                                              ld32(aux + 16 * id[4 * h + 2]), ld32(aux + 16 * id[4 * h + 3]));
-            t[h] = _mm256_broadcastsi128_si256(t4);
-            bias[h] = b;
-        }
-    }
+    const __m256i row2 = _mm256_setr_epi64x(0, 0x4444444444444444ll, 0, 0x4444444444444444ll);
+    uint64_t x[2];
+    memcpy(x, sb, 16);   /* x[h]: the scale words of rows 4h..4h+3 */
     for (int h = 0; h < 2; h++) {
+        const uint64_t v = x[h];
+        const __m256i t = _mm256_inserti128_si256(_mm256_castsi128_si256(p->t[((v & 15) << 4) | ((v >> 16) & 15)]),
+                                                  p->t[((v >> 28) & 0xF0) | ((v >> 48) & 15)], 1);
         const __m256i Q = _mm256_loadu_si256((const __m256i *)(qs + 32 * h));
-        /* X: crumbs 0, 2 in bits 0-1, 4-5; Y: crumbs 1, 3. PSHUFB reads index bits 0-3 and 7 only, and the
-         * 0x33 mask keeps bit 7 clear after the 16-bit shift by 4, so bits 4-6 may hold the other crumb. */
-        const __m256i X = _mm256_and_si256(Q, m33), Y = _mm256_and_si256(_mm256_srli_epi16(Q, 2), m33);
-        w[h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(X, bias[h]));
-        w[2 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(Y, bias[h]));
-        w[4 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_srli_epi16(X, 4), bias[h]));
-        w[6 + h] = _mm256_shuffle_epi8(t[h], _mm256_or_si256(_mm256_srli_epi16(Y, 4), bias[h]));
+        /* X: crumbs 0, 2 in bits 0-1, 4-5; Y: crumbs 1, 3. PSHUFB reads index bits 0-3 and 7 only; after the
+         * 16-bit shift by 4, bit 7 of the low byte is the high byte's bit 3, which 0x33 | 0x44 keeps clear. */
+        const __m256i X = _mm256_or_si256(_mm256_and_si256(Q, m33), row2);
+        const __m256i Y = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(Q, 2), m33), row2);
+        w[h] = _mm256_shuffle_epi8(t, X);
+        w[2 + h] = _mm256_shuffle_epi8(t, Y);
+        w[4 + h] = _mm256_shuffle_epi8(t, _mm256_srli_epi16(X, 4));
+        w[6 + h] = _mm256_shuffle_epi8(t, _mm256_srli_epi16(Y, 4));
     }
-    return t_all_u;
-}
-
-/* The first 4 cb2 tables (aux holds >= 4: module.c checks 64 bytes); *u = 1 and the entries + 64 when all of
- * them lie in [-64, 63] (the learner's range), so cb2_dot_u0 applies. */
-AI __m256i cb2_tables(const int8_t *aux, int *u) {
-    const __m128i t = _mm_setr_epi32(ld32(aux), ld32(aux + 16), ld32(aux + 32), ld32(aux + 48));
-    const __m128i out = _mm_or_si128(_mm_cmpgt_epi8(t, _mm_set1_epi8(63)), _mm_cmplt_epi8(t, _mm_set1_epi8(-64)));
-    *u = _mm_testz_si128(out, out);
-    return _mm256_broadcastsi128_si256(*u ? _mm_add_epi8(t, _mm_set1_epi8(64)) : t);
 }
 
 /* cb2 dot when the weights were looked up from tables + 64 (all entries in [-64, 63]): maddubs(w + 64, a)
- * without sign ops, and -64 * Σa folded once per block (Σa = the activation block sum). */
+ * without sign ops; the caller subtracts 64 * Σa (Σa = the activation block sum). */
 AI __m256i cb2_dot_u0(const __m256i w[8], const __m256i a[4]) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i s[2];
@@ -102,31 +92,6 @@ AI __m256i cb2_dot_u0(const __m256i w[8], const __m256i a[4]) {
         s[h] = acc;
     }
     return _mm256_hadd_epi32(s[0], s[1]);
-}
-
-
-/* GEMM form of the cb2 dot for tables in [-64, 64]: maddubs(|w|, sign(a, w)) pairs stay <= 2*64*127, so two
- * of them add in int16 and 4 madd per block suffice instead of 8. |w| (uw) is taken once per block and
- * shared by the 4 tokens; this pays where madd throughput, not ALU ops, is the limit (not in GEMV). */
-AI __m256i cb2_dot_s2(const __m256i uw[8], const __m256i w[8], const __m256i a[4]) {
-    const __m256i ones = _mm256_set1_epi16(1);
-    __m256i s[2];
-    for (int h = 0; h < 2; h++) {
-        const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(uw[h], _mm256_sign_epi8(a[0], w[h])),
-                                           _mm256_maddubs_epi16(uw[2 + h], _mm256_sign_epi8(a[1], w[2 + h])));
-        const __m256i q = _mm256_add_epi16(_mm256_maddubs_epi16(uw[4 + h], _mm256_sign_epi8(a[2], w[4 + h])),
-                                           _mm256_maddubs_epi16(uw[6 + h], _mm256_sign_epi8(a[3], w[6 + h])));
-        s[h] = _mm256_add_epi32(_mm256_madd_epi16(p, ones), _mm256_madd_epi16(q, ones));
-    }
-    return _mm256_hadd_epi32(s[0], s[1]);
-}
-
-/* The first 4 cb2 tables as stored; *small = 1 when every entry lies in [-64, 64] (cb2_dot_s2 applies). */
-AI __m256i cb2_tables_raw(const int8_t *aux, int *small) {
-    const __m128i t = _mm_setr_epi32(ld32(aux), ld32(aux + 16), ld32(aux + 32), ld32(aux + 48));
-    const __m128i out = _mm_or_si128(_mm_cmpgt_epi8(t, _mm_set1_epi8(64)), _mm_cmplt_epi8(t, _mm_set1_epi8(-64)));
-    *small = _mm_testz_si128(out, out);
-    return _mm256_broadcastsi128_si256(t);
 }
 
 /* PERM lane order -> rows 0..7 (a 64-bit pair swap), then store the valid columns. */
@@ -149,20 +114,16 @@ AI __m256 load_dw(const uint8_t *sb) {
 }
 
 /* cb2 integer row sums (PERM order) of one super-block against the block's activation octets. */
-AI __m256i cb2_gemv_isum(const uint8_t *sb, const int8_t *aux, __m256i t_all, int t_all_u, const __m256i a[4],
-                         int32_t off) {
+AI __m256i cb2_gemv_isum(int u, const uint8_t *sb, const cb2_pairs *p, const __m256i a[4], int32_t off) {
     __m256i w[8];
-    if (cb2_unpack(sb, aux, t_all, t_all_u, w))
-        return _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(off));
-    return lb_avx2_signed_dot8(w, a);
+    cb2_lookup(sb, p, w);
+    return u ? _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(off)) : lb_avx2_signed_dot8(w, a);
 }
 
-void gemv_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
-                        float *out, int n0, int n1, int N) {
+AI void gemv_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uint8_t *A, const int16_t *bsums,
+                   float *out, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = 8 * 10, gstride = (size_t)nb * sbb;
-    int t_all_u = 0;
-    const __m256i t_all = cb2_tables(aux, &t_all_u);
     /* per-block activation scale and offset 64*Σa, converted once per call */
     float da[nb];
     int32_t off[nb];
@@ -181,8 +142,8 @@ void gemv_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_
             _mm_prefetch((const char *)s0 + LB_PF, _MM_HINT_T0);
             _mm_prefetch((const char *)s1 + LB_PF, _MM_HINT_T0);
             const __m256 d = _mm256_set1_ps(da[b]);
-            const __m256i i0 = cb2_gemv_isum(s0, aux, t_all, t_all_u, a, off[b]);
-            const __m256i i1 = cb2_gemv_isum(s1, aux, t_all, t_all_u, a, off[b]);
+            const __m256i i0 = cb2_gemv_isum(u, s0, p, a, off[b]);
+            const __m256i i1 = cb2_gemv_isum(u, s1, p, a, off[b]);
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw(s0), d), acc0);
             acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(load_dw(s1), d), acc1);
         }
@@ -196,41 +157,51 @@ void gemv_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_
             const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK + 2;
             __m256i a[4];
             for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 * k);
-            const __m256i i0 = cb2_gemv_isum(s0, aux, t_all, t_all_u, a, off[b]);
+            const __m256i i0 = cb2_gemv_isum(u, s0, p, a, off[b]);
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw(s0), _mm256_set1_ps(da[b])), acc0);
         }
         store_cols(out, acc0, g, n1, N);
     }
 }
 
-void gemm_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
-                        float *out, size_t ldo, int n0, int n1, int N) {
+AI void gemm_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uint8_t *A4, const int16_t *bsums4,
+                   float *out, size_t ldo, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = 8 * 10;
-    int t_all_s = 0;
-    const __m256i t_all = cb2_tables_raw(aux, &t_all_s);
-    (void)bsums4;
     for (int g = n0 / 8; 8 * g < n1; g++) {
         const uint8_t *sb = W + (size_t)g * nb * sbb;
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int b = 0; b < nb; b++, sb += sbb) {
             const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
-            __m256i w[8], uw[8];
-            const int small = cb2_unpack(sb, aux, t_all, t_all_s, w);
-            if (small)
-                for (int k = 0; k < 8; k++) uw[k] = _mm256_sign_epi8(w[k], w[k]);
+            __m256i w[8];
+            cb2_lookup(sb, p, w);
             const __m256 dw = load_dw(sb);
             float das[4];
             _mm_storeu_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
             for (int i = 0; i < 4; i++) {
                 __m256i a[4];
                 for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 + 32 * k + 8 * i);
-                const __m256i isum = small ? cb2_dot_s2(uw, w, a) : lb_avx2_signed_dot8(w, a);
+                const __m256i isum = u ? _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(64 * bsums4[4 * b + i]))
+                                       : lb_avx2_signed_dot8(w, a);
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(das[i])), acc[i]);
             }
         }
         for (int i = 0; i < 4; i++) store_cols(out + i * ldo, acc[i], g, n1, N);
     }
+}
+
+void gemv_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
+                        float *out, int n0, int n1, int N) {
+    cb2_pairs p;
+    if (cb2_build_pairs(aux, &p)) gemv_cb2_u(1, K, W, &p, A, bsums, out, n0, n1, N);
+    else gemv_cb2_u(0, K, W, &p, A, bsums, out, n0, n1, N);
+}
+
+void gemm_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
+                        float *out, size_t ldo, int n0, int n1, int N) {
+    cb2_pairs p;
+    if (cb2_build_pairs(aux, &p)) gemm_cb2_u(1, K, W, &p, A4, bsums4, out, ldo, n0, n1, N);
+    else gemm_cb2_u(0, K, W, &p, A4, bsums4, out, ldo, n0, n1, N);
 }
 
 /* ---- cb4 on the 8-row, 16-byte interleave (8x16): ymm v of a super-block's codes = rows 2v (lane 0) and
