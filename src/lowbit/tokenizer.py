@@ -52,8 +52,9 @@ class Tokenizer:
                  vocab_size: int | None = None, hf_tail: HFTokenizer | None = None):
         self._hf = hf
         # tokenizer for chunks after the first when long texts are cut (None = never cut): the same vocab, minus
-        # SentencePiece's space prefix, which only the start of the text gets
-        self._hf_tail = hf_tail
+        # SentencePiece's space prefix, which only the start of the text gets. May be a factory, called on the
+        # first long text (a second vocabulary copy costs MiBs of RSS that short prompts never need).
+        self._tail = hf_tail
         self.bos_id = bos_id
         self.eos_id = eos_id
         self.add_bos = bool(add_bos)
@@ -62,6 +63,12 @@ class Tokenizer:
         self.eot_ids = set(eot_ids or ())
         if eos_id is not None:
             self.eot_ids.add(eos_id)
+
+    @property
+    def _hf_tail(self) -> HFTokenizer | None:
+        if self._tail is not None and not isinstance(self._tail, HFTokenizer):
+            self._tail = self._tail()
+        return self._tail
 
     # ---- construction -------------------------------------------------------------------------------------------
     @classmethod
@@ -97,9 +104,11 @@ class Tokenizer:
             tail = None
             # cutting is safe if no merge can join across the newline and no text token re-triggers the prefix
             if not any(len(t) > 1 and "\n" in t for t in tokens) and (types is None or USER_DEFINED not in types):
-                tail = HFTokenizer.from_str(hf.to_str())
-                if prefix:
-                    tail.normalizer = normalizers.Replace(" ", "\u2581")
+                def tail(hf=hf, prefix=prefix):
+                    t = HFTokenizer.from_str(hf.to_str())
+                    if prefix:
+                        t.normalizer = normalizers.Replace(" ", "\u2581")
+                    return t
             default_bos, default_eos, default_add_bos = 1, 2, True
         elif model == "gpt2":
             merges = meta.get(_P + "merges")
@@ -173,7 +182,7 @@ class Tokenizer:
         if not isinstance(text, str):
             raise TypeError(f"encode() needs str, got {type(text).__name__}")
         self._hf.encode_special_tokens = not parse_special
-        if self._hf_tail is not None and not parse_special and len(text) > 2 * _CHUNK:
+        if self._tail is not None and not parse_special and len(text) > 2 * _CHUNK:
             ids = self._encode_long(text)
         else:
             ids = self._hf.encode(text, add_special_tokens=False).ids

@@ -12,6 +12,7 @@ from ..io.source import dequantize
 BLOCK_FORMATS = ("q4_0", "iq4_nl", "q8_0")
 FLOAT_FORMATS = ("f32", "f16")
 RUNTIME_FORMATS = BLOCK_FORMATS + FLOAT_FORMATS
+_REQUANT_CHUNK = 1 << 18          # float32 elements dequantized at a time when re-quantizing (1 MiB)
 
 
 class PackedLinear:
@@ -73,8 +74,33 @@ def _blocks_for(src, name, fmt):
     f = get_format(fmt)
     if tname == fmt.upper():
         return np.asarray(src.raw(name)).reshape(N, -1), f"{tname} blocks repacked as-is"
-    w = dequantize(src.raw(name), tname, (N, K))
-    return f.quantize(w.reshape(-1, 32)).reshape(N, -1), f"{tname} dequantized -> {fmt}"
+    raw = src.raw(name)
+    what = f"{tname} dequantized -> {fmt}"
+    if not (getattr(raw, "ndim", 0) == 2 and raw.shape[0] == N):
+        return f.quantize(dequantize(raw, tname, (N, K)).reshape(-1, 32)).reshape(N, -1), what
+    # In row chunks of ~1 MiB of float32, on the runtime's threads (numpy drops the GIL in its loops): peak
+    # temporaries stay a few MiB whatever the tensor size (glibc then reuses them instead of growing the heap).
+    rows = max(1, _REQUANT_CHUNK // K)
+    first = f.quantize(dequantize(raw[:rows], tname, (min(rows, N), K)).reshape(-1, 32)).reshape(min(rows, N), -1)
+    if rows >= N:
+        return first, what
+    out = np.empty((N, first.shape[1]), np.uint8)
+    out[:rows] = first
+
+    def one(r0):
+        n = min(rows, N - r0)
+        out[r0:r0 + n] = f.quantize(dequantize(raw[r0:r0 + n], tname, (n, K)).reshape(-1, 32)).reshape(n, -1)
+
+    starts = range(rows, N, rows)
+    threads = min(len(starts), ops.get_num_threads())
+    if threads > 1:
+        from concurrent.futures import ThreadPoolExecutor
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, starts))
+    else:
+        for r0 in starts:
+            one(r0)
+    return out, what
 
 
 def keep_q8(src, names, fmt, sensitive):
