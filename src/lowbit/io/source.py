@@ -55,12 +55,13 @@ def _q4_1(raw):
     """Q4_1 blocks (fp16 d, fp16 m, 16 nibble bytes) -> float32; vectorised over the whole tensor (gguf.quants
     walks it in row groups, ~10x slower on a 100 MB model). Checked against gguf.quants in the tests."""
     b = raw.reshape(-1, 20)
-    d = b[:, 0:2].copy().view(np.float16).astype(np.float32)
-    m = b[:, 2:4].copy().view(np.float16).astype(np.float32)
+    dm = b[:, 0:4].copy().view(np.float16).astype(np.float32)      # [n, 2]: d, m
     qs = b[:, 4:]
-    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.float32)
-    q *= d
-    q += m
+    q = np.empty((b.shape[0], 32), np.float32)                      # nibbles cast straight into the output
+    np.bitwise_and(qs, 0x0F, out=q[:, :16], casting="unsafe")
+    np.right_shift(qs, 4, out=q[:, 16:], casting="unsafe")
+    q *= dm[:, :1]
+    q += dm[:, 1:]
     return q
 
 
