@@ -14,7 +14,7 @@ class Format:
     name: str
     block_bytes: int        # bytes of one plain (GGUF-style) block of 32 weights
     row_bytes: int          # bytes of codes per block (what gets interleaved)
-    hdr_bytes: int          # bytes before the codes (fp16 scale; cb: the scale word also holds the id)
+    hdr_bytes: int          # bytes before the codes: the 16-bit scale (cb: the word also holds the id); 2 for all
     xor: int                # value XORed into every packed code byte (q4_0: 0x88, sign form)
     quantize: Optional[Callable[[np.ndarray], np.ndarray]]   # float [n, 32] -> uint8 [n, block_bytes]
     dequantize: Callable[..., np.ndarray]                     # uint8 [n, block_bytes] -> float32 [n, 32]

@@ -1,5 +1,5 @@
-"""Row-interleaved packing (paper §2.2): R rows of the same K-block form one super-block: the R scales (and,
-for codebook formats, the R codebook ids), then the R rows' code bytes in chunks of B bytes:
+"""Row-interleaved packing (paper §2.2): R rows of the same K-block form one super-block: the R 16-bit scale
+words (codebook formats keep the id in their low 4 bits), then the R rows' code bytes in chunks of B bytes:
 packed byte ((j // B) * R + r) * B + j % B  <-  byte j of row r.  q4_0 bytes are XORed with 0x88 (sign form).
 N is padded up to a multiple of R with zero-scale rows, which the kernels compute but never store."""
 import numpy as np
@@ -22,17 +22,12 @@ def interleave(blocks: np.ndarray, fmt_name: str, N: int, K: int, R: int, B: int
         blocks = np.concatenate([blocks, np.zeros((Np - N, nb, f.block_bytes), np.uint8)])
     G = Np // R
     b = blocks.reshape(G, R, nb, f.block_bytes).transpose(0, 2, 1, 3)        # [G, nb, R, bytes]
-    hdr = b[..., : f.hdr_bytes]
-    scales = hdr[..., :2].reshape(G, nb, 2 * R)
-    parts = [scales]
-    if f.hdr_bytes > 2:                                                       # codebook ids
-        parts.append(hdr[..., 2:].reshape(G, nb, (f.hdr_bytes - 2) * R))
-    codes = b[..., f.hdr_bytes:]                                              # [G, nb, R, row_bytes]
+    scales = b[..., :2].reshape(G, nb, 2 * R)
+    codes = b[..., 2:]                                                        # [G, nb, R, row_bytes]
     codes = codes.reshape(G, nb, R, f.row_bytes // B, B).transpose(0, 1, 3, 2, 4).reshape(G, nb, R * f.row_bytes)
     if f.xor:
         codes = codes ^ np.uint8(f.xor)
-    parts.append(codes)
-    return np.ascontiguousarray(np.concatenate(parts, axis=-1))
+    return np.ascontiguousarray(np.concatenate([scales, codes], axis=-1))
 
 
 def deinterleave(packed: np.ndarray, fmt_name: str, N: int, K: int, R: int, B: int) -> np.ndarray:
@@ -42,16 +37,9 @@ def deinterleave(packed: np.ndarray, fmt_name: str, N: int, K: int, R: int, B: i
     G = -(-N // R)
     p = np.asarray(packed, dtype=np.uint8).reshape(G, nb, R * f.block_bytes)
     scales = p[..., : 2 * R].reshape(G, nb, R, 2)
-    off = 2 * R
-    parts = [scales]
-    if f.hdr_bytes > 2:
-        n_id = (f.hdr_bytes - 2) * R
-        parts.append(p[..., off: off + n_id].reshape(G, nb, R, f.hdr_bytes - 2))
-        off += n_id
-    codes = p[..., off:]
+    codes = p[..., 2 * R:]
     if f.xor:
         codes = codes ^ np.uint8(f.xor)
     codes = codes.reshape(G, nb, f.row_bytes // B, R, B).transpose(0, 1, 3, 2, 4).reshape(G, nb, R, f.row_bytes)
-    parts.append(codes)
-    blocks = np.concatenate(parts, axis=-1).transpose(0, 2, 1, 3).reshape(G * R, nb, f.block_bytes)
+    blocks = np.concatenate([scales, codes], axis=-1).transpose(0, 2, 1, 3).reshape(G * R, nb, f.block_bytes)
     return np.ascontiguousarray(blocks[:N])

@@ -237,11 +237,15 @@ class NativeSource(TensorSource):
         fmt = _str(p, e, "format", _PACKED_FORMATS)
         R, B = _int(p, e, "R", 1, 64), _int(p, e, "B", 1, 64)
         _str(p, e, "kernel")
-        if R not in (4, 8) or B not in (4, 8) or K % 32:
+        from ..formats import get_format
+        if R not in (4, 8) or B not in (4, 8, 16) or get_format(fmt).row_bytes % B or K % 32:
             raise _bad(p, f"linear {key!r}: unsupported layout R={R} B={B} K={K}")
         need = packed_nbytes(fmt, N, K, R)
         if dt != "u8" or nbytes != need:
-            raise _bad(p, f"linear {key!r}: {fmt} [{N}, {K}] packed with R={R} is {need} bytes, tensor has {nbytes}")
+            old = fmt in ("cb4", "cb2") and nbytes == need // (18 if fmt == "cb4" else 10) * (19 if fmt == "cb4" else 11)
+            raise _bad(p, f"linear {key!r}: {fmt} [{N}, {K}] packed with R={R} is {need} bytes, tensor has {nbytes}"
+                          + (" (the old layout with a separate codebook id byte: run lowbit convert again)"
+                             if old else ""))
         if fmt in ("cb4", "cb2"):
             aux = e.get("aux")
             ta = self._t.get(aux) if isinstance(aux, str) else None
