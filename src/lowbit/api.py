@@ -60,7 +60,9 @@ class LLM:
         self.model, self.tokenizer, self.path, self.format = model, tokenizer, Path(path), fmt
         self.load_seconds, self.rss_after_load, self.rss_before_load = load_s, rss, rss_before
         self.last_stats: Optional[GenStats] = None
-        self.rss_model_added = 0
+        self.rss_model_added = 0          # RSS added by building the weights (after the tokenizer)
+        self.rss_tokenizer_added = 0      # RSS added by opening the file and building the tokenizer
+        self.load_stages = {}             # seconds per load stage
 
     @property
     def config(self):
@@ -108,6 +110,23 @@ class LLM:
         kw.setdefault("add_bos", False)    # templates write BOS themselves when the model wants it
         return self.stream(self.chat_prompt(messages), parse_special=True, **kw)
 
+    def memory_lines(self) -> list:
+        """What loading cost: RSS = resident memory of this process (/proc/self/statm), at load start and end."""
+        wb, before, after = self.model.weight_bytes, self.rss_before_load, self.rss_after_load
+        added, mib = after - before, 2 ** 20
+        tok = max(0, self.rss_tokenizer_added)
+        t = self.load_stages
+        return [
+            f"runtime weight bytes:   {wb / mib:8.2f} MiB (packed matrices + norms; embedding rows are read from "
+            f"the file on lookup)",
+            f"RSS before loading:     {before / mib:8.2f} MiB (the interpreter + libraries imported so far)",
+            f"RSS after loading:      {after / mib:8.2f} MiB = {after / wb:.2f} x weight bytes (whole process)",
+            f"RSS added by loading:   {added / mib:8.2f} MiB = {added / wb:.2f} x weight bytes",
+            f"  tokenizer (+ the libraries it imports): {tok / mib:.2f} MiB; weights + buffers: "
+            f"{self.rss_model_added / mib:.2f} MiB = {self.rss_model_added / wb:.2f} x weight bytes",
+            f"load time:              {self.load_seconds:.2f} s (open {t.get('open', 0):.2f}, tokenizer "
+            f"{t.get('tokenizer', 0):.2f}, weights {t.get('weights', 0):.2f})"]
+
     def describe(self) -> str:
         m, c = self.model, self.config
         lines = [f"model:      {self.path}",
@@ -120,16 +139,7 @@ class LLM:
                  "tensors:"]
         for name, src_t, shape, fmt, what in m.log:
             lines.append(f"  {name:34s} {src_t:6s} {'x'.join(map(str, shape)):>12s} -> {fmt:6s} {what}")
-        wb = m.weight_bytes
-        lines.append(f"runtime weight bytes: {wb / 2**20:.2f} MiB")
-        added = self.rss_after_load - self.rss_before_load
-        lines.append(f"RSS after load:       {self.rss_after_load / 2**20:.2f} MiB = "
-                     f"{self.rss_after_load / wb:.2f} x weight bytes (the interpreter + libraries alone: "
-                     f"{self.rss_before_load / 2**20:.1f} MiB)")
-        lines.append(f"RSS added by loading: {added / 2**20:.2f} MiB = {added / wb:.2f} x weight bytes "
-                     f"(weights, tokenizer, buffers); load took {self.load_seconds:.2f} s")
-        lines.append(f"RSS added by weights: {self.rss_model_added / 2**20:.2f} MiB = "
-                     f"{self.rss_model_added / wb:.2f} x weight bytes")
+        lines += self.memory_lines()
         return "\n".join(lines)
 
 
@@ -190,11 +200,13 @@ def load(path=None, format: Optional[str] = None, n_ctx: Optional[int] = None, t
             raise ValueError(f"{p} is pre-packed as {src.format}; convert again for {fmt}")
         fmt = src.format
     try:
+        t1 = time.perf_counter()
         tok = _tokenizer_for(src, p)
-        src.drop_metadata()
+        src.drop_metadata()      # the key/values (vocabulary, merges) are in the tokenizer now
         gc.collect()
         _trim_heap()
         rss_tok = _rss_bytes() - (0 if p.is_dir() else _mapped_rss(p))   # the mapping is dropped after load
+        t2 = time.perf_counter()
         model = LlamaModel(src, fmt, n_ctx=n_ctx, n_batch=n_batch, pure=pure)
         if tok.vocab_size > model.config.vocab_size:    # token ids past the embedding rows: refuse at load
             raise ModelFileError(f"{p}: the tokenizer has {tok.vocab_size} tokens but the embedding only "
@@ -203,9 +215,12 @@ def load(path=None, format: Optional[str] = None, n_ctx: Optional[int] = None, t
         src.close()              # drop the file mapping: what was read for packing leaves our RSS
         del src
     gc.collect()
-    _trim_heap()
-    llm = LLM(model, tok, p, fmt, time.perf_counter() - t0, _rss_bytes(), rss0)
+    _trim_heap()                 # glibc keeps freed re-quantization scratch in its heap otherwise
+    t3 = time.perf_counter()
+    llm = LLM(model, tok, p, fmt, t3 - t0, _rss_bytes(), rss0)
     llm.rss_model_added = llm.rss_after_load - rss_tok     # weights + buffers, without interpreter/tokenizer
+    llm.rss_tokenizer_added = rss_tok - rss0
+    llm.load_stages = {"open": t1 - t0, "tokenizer": t2 - t1, "weights": t3 - t2}
     return llm
 
 
@@ -223,9 +238,10 @@ def stream_generate(model=None, prompt: str = None, **kw) -> Iterator[str]:
     return _as_llm(model).stream(prompt, **kw)
 
 
-def describe_model(path=None, format: Optional[str] = None, print_=True) -> str:
-    """Load a model and report what happened to each tensor, weight bytes and RSS (`lowbit info MODEL`)."""
-    text = load(path, format=format).describe()
+def describe_model(path=None, format: Optional[str] = None, print_=True, pure: bool = False) -> str:
+    """Load a model and report what happened to each tensor, weight bytes, RSS and load time (`lowbit info
+    MODEL`)."""
+    text = load(path, format=format, pure=pure).describe()
     if print_:
         print(text)
     return text

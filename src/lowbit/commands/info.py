@@ -1,10 +1,13 @@
-"""`lowbit info [MODEL]`: what this CPU has, which kernel each format uses, and the thread count."""
+"""`lowbit info [MODEL]`: what this CPU has, which kernel each format uses, and the thread count; with MODEL, what
+each tensor became, weight bytes, the RSS loading added (vs the interpreter + libraries before it) and load time."""
 from ..ops import KERNELS, runtime_info
 
 
 def add_arguments(p):
     p.add_argument("model", nargs="?", help="a model to describe (per-tensor formats, memory)")
     p.add_argument("--kernels", action="store_true", help="list every kernel in the kernel list")
+    p.add_argument("--format", default=None, help="runtime format to load MODEL in (default q4_0)")
+    p.add_argument("--pure", action="store_true", help="every matrix in --format (no q8_0 for sensitive ones)")
 
 
 def main(args):
@@ -27,5 +30,5 @@ def main(args):
             print(f"  {k['name']:24s} {k['format']:7s} R={k['R']} B={k['B']} isa={'+'.join(k['isa']) or '-':8s} {state}")
     if args.model:
         from .. import describe_model  # provided by the runtime
-        describe_model(args.model)
+        describe_model(args.model, format=args.format, pure=args.pure)
     return 0

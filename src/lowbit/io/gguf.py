@@ -1,6 +1,7 @@
 """Open a GGUF with the `gguf` package (tensor data stays memory-mapped) and turn its metadata into a config."""
 from __future__ import annotations
 
+import mmap
 import os
 import struct
 from collections.abc import Sequence
@@ -207,6 +208,7 @@ class GGUFSource(TensorSource):
         except (TypeError, ValueError, OverflowError, IndexError) as e:   # e.g. a string where a count belongs
             raise ModelFileError(f"{self.path}: bad GGUF metadata ({type(e).__name__}: {e})") from None
         self._t = {t.name: t for t in self.reader.tensors}
+        self._pending = []               # file ranges read by raw() whose pages can leave our RSS
         for t in self.reader.tensors:
             if t.tensor_type.name not in SUPPORTED_TYPES and not (t.tensor_type.name == "I8" and
                                                                   "lowbit.cb.version" in self.reader.fields):
@@ -225,7 +227,25 @@ class GGUFSource(TensorSource):
         return t.tensor_type.name, shape
 
     def raw(self, name):
-        return self._t[name].data
+        # The builder reads tensors one after another and copies what it keeps: the pages of the tensors read
+        # before this one leave our RSS now (they stay in the page cache; a later read just faults them in
+        # again), so loading never holds the whole mapped file resident on top of the runtime weights.
+        self._release(self._pending)
+        t = self._t[name]
+        self._pending = [(int(t.data_offset), int(t.n_bytes))]
+        return t.data
+
+    def _release(self, ranges):
+        mm = getattr(getattr(getattr(self.reader, "data", None), "base", None), "_mmap", None)
+        if mm is None or not hasattr(mm, "madvise"):
+            return
+        for off, n in ranges:
+            a, b = off - off % mmap.PAGESIZE, min(len(mm), off + n)
+            if b > a:
+                try:
+                    mm.madvise(mmap.MADV_DONTNEED, a, b - a)   # read-only file mapping: contents unchanged
+                except (OSError, ValueError):
+                    return
 
     def file_rows(self, name):
         """(offset, row_bytes) of a 2-D tensor's data in the file, for row lookups without the full mapping."""
@@ -234,11 +254,12 @@ class GGUFSource(TensorSource):
         return self.path, int(t.data_offset), N, int(t.n_bytes) // N
 
     def drop_metadata(self):
-        """Free the reader's parsed key/values (~75 MB of Python objects for a 49k vocabulary) once the
-        tokenizer is built; tensors stay available."""
+        """Free the reader's parsed key/values once the tokenizer is built, and the header pages they were read
+        from (~3 MB for a 49k vocabulary); tensors stay available."""
         if self.reader is not None:
             self.reader.fields.clear()
+            self._release([(0, int(self.reader.data_offset))])
 
     def close(self):
-        self._t = {}
-        self.reader = None
+        self._t, self._pending = {}, []
+        self.reader = None             # the last reference to the file mapping (with the tensor views above)
