@@ -125,6 +125,23 @@ def test_thread_counts_identical(fmt, threads):
         check_tight(y, x, pw)
 
 
+@pytest.mark.parametrize("fmt", ["q4_0", "iq4_nl", "q8_0"])
+def test_large_k_panels(fmt, threads):
+    """K=8192 splits each column chunk into several GEMM panels (the last one partial, N=301 leaves a padded
+    row group): every thread count gives the same bits, each row equals that row run alone (GEMV)."""
+    x, w = data(13, 301, 8192, 21)          # 3 token groups of 4 + 1 GEMV row
+    pw = lowbit.pack_weight(w, fmt)
+    results = {}
+    for n in (1, 2, 3):
+        lowbit.set_num_threads(n)
+        results[n] = lowbit.linear(x, pw)
+    for n in (2, 3):
+        np.testing.assert_array_equal(results[1], results[n], err_msg=f"{fmt}: 1 vs {n} threads")
+    for i in (0, 5, 12):
+        np.testing.assert_array_equal(results[1][i], lowbit.linear(x[i], pw), err_msg=f"{fmt} row {i}")
+    check_tight(results[1], x, pw)
+
+
 def test_large_k_decode():
     x, w = data(1, 64, 14336, 8)
     pw = lowbit.pack_weight(w, "q4_0")

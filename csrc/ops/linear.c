@@ -10,6 +10,7 @@
 
 #define M_TILE 64              /* at most this many tokens per task */
 #define ACT_TILE_BYTES (256 << 10)   /* ... and at most this many activation bytes, so they stay in L2 */
+#define PANEL_BYTES (128 << 10)      /* weight columns per GEMM call: at most this many bytes (see mm_task) */
 
 size_t lb_act_bytes(int M, int K) {
     const size_t nb = (size_t)(K / LB_QK);
@@ -19,7 +20,7 @@ size_t lb_act_bytes(int M, int K) {
 
 typedef struct {
     const lb_kernel *k;
-    int K, N, M, nb, ngroups, nrest, ncol_chunks, chunk_cols, m_tiles, tile_groups;
+    int K, N, M, nb, ngroups, nrest, ncol_chunks, chunk_cols, m_tiles, tile_groups, panel_cols;
     const uint8_t *W;
     const int8_t *aux;
     const float *x;
@@ -74,10 +75,14 @@ static void mm_task(void *ctx, int t, int thread) {
     if (n0 >= n1) return;
     /* token groups of this M tile; the last tile also runs the leftover GEMV rows */
     const int g0 = mt * j->tile_groups, g1 = g0 + j->tile_groups < j->ngroups ? g0 + j->tile_groups : j->ngroups;
-    for (int n = n0; n < n1; n += k->R) {    /* one weight strip (R cols x K) stays hot across the groups */
+    /* One GEMM call per (weight panel, token group): the kernel walks the panel's row groups against one
+     * token group, whose activations stay in L1 and whose per-call setup is shared by all the rows; the
+     * panel (<= PANEL_BYTES) stays in L2 across the tile's token groups. +3..8% over one row group per call. */
+    for (int n = n0; n < n1; n += j->panel_cols) {
+        const int ne = n + j->panel_cols < n1 ? n + j->panel_cols : n1;
         for (int g = g0; g < g1; g++)
             k->gemm(j->K, j->W, j->aux, j->act4 + (size_t)g * j->nb * LB_Q8X4_BLOCK,
-                    j->bsums + (size_t)g * j->nb * 4, j->out + (size_t)4 * g * j->N, j->N, n, n + k->R, j->N);
+                    j->bsums + (size_t)g * j->nb * 4, j->out + (size_t)4 * g * j->N, j->N, n, ne, j->N);
     }
     if (mt == j->m_tiles - 1)
         for (int r = 0; r < j->nrest; r++)
@@ -113,6 +118,13 @@ void lb_linear(const lb_kernel *k, int K, int N, const uint8_t *W, const int8_t 
     cols = (cols + k->R - 1) / k->R * k->R;
     if (j.ngroups > 0 && cols > 256) cols = 256;   /* strips of <= 256 cols keep the weight tile in L2 */
     j.chunk_cols = cols;
+    /* GEMM panels: the chunk split into equal R-aligned panels of <= PANEL_BYTES packed weights (bytes per
+     * column: nb blocks of fp16 scale + payload) */
+    const size_t col_bytes = (size_t)j.nb * (k->fmt == LB_FMT_Q8_0 ? 34 : k->fmt == LB_FMT_CB2 ? 10 : 18);
+    int panel = (int)(PANEL_BYTES / col_bytes) / k->R * k->R;
+    if (panel < k->R) panel = k->R;
+    const int npanels = (cols + panel - 1) / panel;
+    j.panel_cols = ((cols + npanels - 1) / npanels + k->R - 1) / k->R * k->R;
     j.ncol_chunks = (Np + cols - 1) / cols;
     lb_parallel_for(j.m_tiles * j.ncol_chunks, mm_task, &j);
 }
