@@ -201,6 +201,25 @@ def test_exact_sums_on_every_table_path(k, gemm):
         np.testing.assert_array_equal(got, int_reference(w, a).astype(np.float32), err_msg=f"{k['name']} {name}")
 
 
+@pytest.mark.parametrize("k", CB_KERNELS)
+@pytest.mark.parametrize("gemm", [False, True], ids=["gemv", "gemm"])
+def test_exact_sums_at_the_int16_bounds(k, gemm):
+    """Every weight at +-v and every activation at +-127: the largest int16 partial sums each table range
+    allows (AVX2 adds products in int16 only when the tables are narrow enough; 65 must take the wide path)."""
+    rng = np.random.default_rng(11)
+    N, K = 16, 64
+    for v in (63, 64, 65, 127):
+        for sign in (1, -1):
+            tables = np.array([[v] * 16, [-v] * 16])
+            w = _W(k, N, K, tables, rng.integers(0, 2, (N, K // 32)).astype(np.uint8), rng)
+            a = Acts(4 if gemm else 1, K, rng, unit_scales=True)
+            a.q[:] = 127 * sign
+            a.int_vals = a.q.astype(np.int64).reshape(a.q.shape[0], K)
+            a.bsums = a.q.astype(np.int32).sum(-1).astype(np.int16)
+            got = run(k, w, a, 0, N, gemm)[:, :N]
+            np.testing.assert_array_equal(got, int_reference(w, a).astype(np.float32), err_msg=f"{k['name']} {v}")
+
+
 # ---- bad input -----------------------------------------------------------------------------------------------
 
 def test_bad_tables_and_ids_raise():

@@ -4,19 +4,16 @@
  *
  * cb4: every row may use a different 16-entry table, and PSHUFB looks up one table per 128-bit lane. With
  * 16-byte chunks one ymm of codes is rows 2v, 2v+1, a whole row per lane, so no regrouping is needed; the
- * lane pair's two tables are one load from a per-call array of all 256 table pairs. Low nibbles are
- * elements 0..15, high nibbles 16..31, dotted against the activation halves broadcast to both lanes. When all
- * tables lie in [-64, 63] the pairs hold entries + 64 and maddubs(w + 64, a) runs without sign ops (-64*Σa
- * folded per block); otherwise maddubs(|a|, sign(w, a)). Three hadd levels leave the row sums in lane order
- * EO = [0,2,4,6,1,3,5,7]. GEMM takes Q8_0x4 activations with 16-byte chunks (act_B = 16).
- * cb2: 4 entries per table, so the 4 tables of rows 0..3 fill one 16-byte PSHUFB table; the row is folded
- * into the index (crumb | 4*row-in-table), one lookup serves 4 rows; when all 8 ids of a super-block are < 4
- * the first 4 tables (kept in a register for the whole call) are indexed by 4*id + crumb instead, so no
- * per-block gather. The layout then matches iq4_nl's (elements 8k..8k+7 of rows 4h..4h+3 per ymm) and the
- * dot is its maddubs(|w|, sign(a, w)), or, when those register tables lie in [-64, 63] (what the learner
- * emits), in GEMV maddubs(w + 64, a) - 64*Σa without sign ops, and in GEMM (|w| shared by 4 tokens)
- * maddubs(|w|, sign(a, w)) with two products added in int16 (half the madd). Row sums in lane order
- * PERM = [0,1,4,5,2,3,6,7], as in gemx_8x8_avx2.c.
+ * lane pair's two tables are one load from an array of all 256 table pairs. Low nibbles are elements 0..15,
+ * high nibbles 16..31, dotted against the activation halves broadcast to both lanes (GEMV: maddubs(|a|,
+ * sign(w, a)); GEMM: maddubs(|w|, sign(a, w)), |w| once per block for 4 tokens). When all tables lie in
+ * [-64, 64] the two halves' products add in int16 before one madd. Three hadd levels leave the row sums
+ * in lane order EO = [0,2,4,6,1,3,5,7]. GEMM takes Q8_0x4 activations with 16-byte chunks (act_B = 16).
+ * cb2: 4 entries per table; a lane holds 2 rows x 8 code bytes, so its PSHUFB table is the two rows' tables
+ * (entries 0..3 and 4..7, one load from an array of all 256 pairs) and the second row's index gets +4. The
+ * layout then matches iq4_nl's (elements 8k..8k+7 of rows 4h..4h+3 per ymm); with tables in [-64, 63] (what
+ * the learner emits) the pairs hold entries + 64 and maddubs(w + 64, a) runs without sign ops (-64*Σa folded
+ * per block), else the signed dot of signed_dot.h. Row sums in lane order PERM = [0,1,4,5,2,3,6,7].
  * GEMV runs two row groups per block step: they share the activation loads and the per-call tables of
  * activation scales and offsets (as gemx_8x8_avx2.c does). */
 #ifndef __AVX2__
@@ -56,6 +53,22 @@ static int cb2_build_pairs(const int8_t *aux, cb2_pairs *p) {
             p->t[16 * a + b] = _mm_add_epi8(_mm_setr_epi32(ld32(aux + 16 * a), ld32(aux + 16 * b), 0, 0), bias);
     return u;
 }
+
+/* The pair arrays are a pure function of the 256 aux bytes. linear.c calls GEMM once per 8 columns x 4 tokens,
+ * so rebuilding them per call would cost as much as the work; each thread keeps its last build, reused while
+ * the aux bytes are the same (compared in full, so a reused address with new tables is rebuilt). */
+#define LB_PAIR_CACHE(fmt, T, build)                                                                        \
+    static const T *fmt##_pairs_for(const int8_t *aux, int *u) {                                           \
+        static __thread struct { T p; int8_t key[LB_CB_AUX_BYTES]; int u, valid; } c;                      \
+        if (!c.valid || memcmp(c.key, aux, LB_CB_AUX_BYTES)) {                                            \
+            c.u = build(aux, &c.p);                                                                         \
+            memcpy(c.key, aux, LB_CB_AUX_BYTES);                                                            \
+            c.valid = 1;                                                                                    \
+        }                                                                                                   \
+        *u = c.u;                                                                                           \
+        return &c.p;                                                                                        \
+    }
+LB_PAIR_CACHE(cb2, cb2_pairs, cb2_build_pairs)
 
 /* cb2 weights: w[2k+h] = elements 8k..8k+7 of rows 4h..4h+3 (the iq4_nl layout), from the pair tables. */
 AI void cb2_lookup(const uint8_t *sb, const cb2_pairs *p, __m256i w[8]) {
@@ -192,45 +205,50 @@ AI void gemm_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uin
 
 void gemv_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
                         float *out, int n0, int n1, int N) {
-    cb2_pairs p;
-    if (cb2_build_pairs(aux, &p)) gemv_cb2_u(1, K, W, &p, A, bsums, out, n0, n1, N);
-    else gemv_cb2_u(0, K, W, &p, A, bsums, out, n0, n1, N);
+    int u;
+    const cb2_pairs *p = cb2_pairs_for(aux, &u);
+    if (u) gemv_cb2_u(1, K, W, p, A, bsums, out, n0, n1, N);
+    else gemv_cb2_u(0, K, W, p, A, bsums, out, n0, n1, N);
 }
 
 void gemm_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
                         float *out, size_t ldo, int n0, int n1, int N) {
-    cb2_pairs p;
-    if (cb2_build_pairs(aux, &p)) gemm_cb2_u(1, K, W, &p, A4, bsums4, out, ldo, n0, n1, N);
-    else gemm_cb2_u(0, K, W, &p, A4, bsums4, out, ldo, n0, n1, N);
+    int u;
+    const cb2_pairs *p = cb2_pairs_for(aux, &u);
+    if (u) gemm_cb2_u(1, K, W, p, A4, bsums4, out, ldo, n0, n1, N);
+    else gemm_cb2_u(0, K, W, p, A4, bsums4, out, ldo, n0, n1, N);
 }
 
 /* ---- cb4 on the 8-row, 16-byte interleave (8x16): ymm v of a super-block's codes = rows 2v (lane 0) and
  * 2v+1 (lane 1), each lane one row's whole 16 bytes, so PSHUFB looks up each row in its own table with no
  * regrouping. The table pair of rows (2v, 2v+1) is one aligned 32-byte load from a per-call array of all
- * 16 x 16 pairs (8 KB on the stack), indexed by the two scale words' id bits. Row sums come out in lane
- * order EO = [0,2,4,6,1,3,5,7]. */
+ * 16 x 16 pairs (8 KB), indexed by the two scale words' id bits. Row sums come out in lane order
+ * EO = [0,2,4,6,1,3,5,7].
+ * The limit here is the multiply port (one 128-bit maddubs/madd per cycle on this Zen1-class core), so the
+ * schedule minimises maddubs + madd: with every entry in [-64, 64] ("small", 7-bit tables) a maddubs pair is
+ * <= 2*64*127, so the low- and high-nibble products add in int16 and one madd widens both (12 multiplies
+ * per 8 rows instead of 16). */
 
 typedef struct { __m256i t[256]; } cb4_pairs;   /* t[16a + b]: table a in lane 0, table b in lane 1 */
 
-/* Fills the pair array; returns 1 (and stores entries + 64) when all 16 tables lie in [-64, 63], so that
- * maddubs(w + 64, a) applies: products <= 127*127 per pair need no sign ops; -64*Σa is folded per block. */
+/* Fills the pair array; returns 1 when all 16 tables lie in [-64, 64]. */
 static int cb4_build_pairs(const int8_t *aux, cb4_pairs *p) {
     __m256i out = _mm256_setzero_si256();
     for (int i = 0; i < 8; i++) {
         const __m256i t = _mm256_loadu_si256((const __m256i *)(aux + 32 * i));
-        out = _mm256_or_si256(out, _mm256_or_si256(_mm256_cmpgt_epi8(t, _mm256_set1_epi8(63)),
+        out = _mm256_or_si256(out, _mm256_or_si256(_mm256_cmpgt_epi8(t, _mm256_set1_epi8(64)),
                                                     _mm256_cmpgt_epi8(_mm256_set1_epi8(-64), t)));
     }
-    const int u = _mm256_testz_si256(out, out);
-    const __m128i bias = _mm_set1_epi8(u ? 64 : 0);
     for (int a = 0; a < 16; a++) {
-        const __m128i ta = _mm_add_epi8(_mm_loadu_si128((const __m128i *)(aux + 16 * a)), bias);
+        const __m128i ta = _mm_loadu_si128((const __m128i *)(aux + 16 * a));
         for (int b = 0; b < 16; b++)
-            p->t[16 * a + b] = _mm256_inserti128_si256(
-                _mm256_castsi128_si256(ta), _mm_add_epi8(_mm_loadu_si128((const __m128i *)(aux + 16 * b)), bias), 1);
+            p->t[16 * a + b] = _mm256_inserti128_si256(_mm256_castsi128_si256(ta),
+                                                       _mm_loadu_si128((const __m128i *)(aux + 16 * b)), 1);
     }
-    return u;
+    return _mm256_testz_si256(out, out);
 }
+
+LB_PAIR_CACHE(cb4, cb4_pairs, cb4_build_pairs)
 
 /* The pair table of rows (2v, 2v+1); x = their two scale words (row 2v in the low 16 bits). */
 AI __m256i cb4_pair(const cb4_pairs *p, uint32_t x) { return p->t[((x & 15) << 4) | ((x >> 16) & 15)]; }
@@ -249,19 +267,35 @@ AI void cb4_lookup(const uint8_t *sb, const cb4_pairs *p, __m256i w[8]) {
     }
 }
 
-/* EO-ordered row sums of looked-up weights against activation halves alo (elements 0..15) and ahi (16..31),
- * each broadcast to both lanes. u: weights hold w + 64 (subtract 64*Σa afterwards); else signed weights with
- * ulo/uhi = |alo|/|ahi|. The 4 per-row partial sums of each lane are folded by 3 hadd. */
-AI __m256i cb4_dot(int u, const __m256i w[8], __m256i alo, __m256i ahi, __m256i ulo, __m256i uhi) {
+/* EO-ordered row sums from the int16 pair products of each row pair v: plo[v] (elements 0..15) and phi[v]
+ * (16..31). small: they add in int16 before the one widening madd. Three hadd fold each lane's 4 sums. */
+AI __m256i cb4_reduce(int small, const __m256i plo[4], const __m256i phi[4]) {
     const __m256i ones = _mm256_set1_epi16(1);
     __m256i s[4];
-    for (int v = 0; v < 4; v++) {
-        const __m256i plo = u ? _mm256_maddubs_epi16(w[2 * v], alo) : _mm256_maddubs_epi16(ulo, _mm256_sign_epi8(w[2 * v], alo));
-        const __m256i phi = u ? _mm256_maddubs_epi16(w[2 * v + 1], ahi)
-                              : _mm256_maddubs_epi16(uhi, _mm256_sign_epi8(w[2 * v + 1], ahi));
-        s[v] = _mm256_add_epi32(_mm256_madd_epi16(plo, ones), _mm256_madd_epi16(phi, ones));
-    }
+    for (int v = 0; v < 4; v++)
+        s[v] = small ? _mm256_madd_epi16(_mm256_add_epi16(plo[v], phi[v]), ones)
+                     : _mm256_add_epi32(_mm256_madd_epi16(plo[v], ones), _mm256_madd_epi16(phi[v], ones));
     return _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
+}
+
+/* GEMV form: maddubs(|a|, sign(w, a)), |a| (ulo, uhi) taken once per block for both row groups. */
+AI __m256i cb4_dot_ua(int small, const __m256i w[8], __m256i alo, __m256i ahi, __m256i ulo, __m256i uhi) {
+    __m256i plo[4], phi[4];
+    for (int v = 0; v < 4; v++) {
+        plo[v] = _mm256_maddubs_epi16(ulo, _mm256_sign_epi8(w[2 * v], alo));
+        phi[v] = _mm256_maddubs_epi16(uhi, _mm256_sign_epi8(w[2 * v + 1], ahi));
+    }
+    return cb4_reduce(small, plo, phi);
+}
+
+/* GEMM form: maddubs(|w|, sign(a, w)), |w| (uw) taken once per block for the 4 tokens. */
+AI __m256i cb4_dot_uw(int small, const __m256i uw[8], const __m256i w[8], __m256i alo, __m256i ahi) {
+    __m256i plo[4], phi[4];
+    for (int v = 0; v < 4; v++) {
+        plo[v] = _mm256_maddubs_epi16(uw[2 * v], _mm256_sign_epi8(alo, w[2 * v]));
+        phi[v] = _mm256_maddubs_epi16(uw[2 * v + 1], _mm256_sign_epi8(ahi, w[2 * v + 1]));
+    }
+    return cb4_reduce(small, plo, phi);
 }
 
 /* The 8 row scales (id bits cleared) as floats in EO order. */
@@ -281,24 +315,19 @@ AI void store_cols_eo(float *out, __m256 acc, int g, int n1, int N) {
 }
 
 /* One row group's block sum (EO order) for GEMV, with the activation halves already broadcast. */
-AI __m256i cb4_gemv_isum(int u, const uint8_t *sb, const cb4_pairs *p, __m256i alo, __m256i ahi, __m256i ulo,
-                         __m256i uhi, __m256i off) {
+AI __m256i cb4_gemv_isum(int small, const uint8_t *sb, const cb4_pairs *p, __m256i alo, __m256i ahi, __m256i ulo,
+                         __m256i uhi) {
     __m256i w[8];
     cb4_lookup(sb, p, w);
-    const __m256i s = cb4_dot(u, w, alo, ahi, ulo, uhi);
-    return u ? _mm256_sub_epi32(s, off) : s;
+    return cb4_dot_ua(small, w, alo, ahi, ulo, uhi);
 }
 
-AI void gemv_cb4_u(int u, int K, const uint8_t *W, const cb4_pairs *p, const uint8_t *A, const int16_t *bsums,
-                   float *out, int n0, int n1, int N) {
+AI void gemv_cb4_s(int small, int K, const uint8_t *W, const cb4_pairs *p, const uint8_t *A, float *out, int n0,
+                   int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = 8 * 18, gstride = (size_t)nb * sbb;
     float da[nb];
-    int32_t off[nb];
-    for (int b = 0; b < nb; b++) {
-        da[b] = fp16(A + (size_t)b * LB_Q8_BLOCK);
-        off[b] = 64 * bsums[b];
-    }
+    for (int b = 0; b < nb; b++) da[b] = fp16(A + (size_t)b * LB_Q8_BLOCK);
     int g = n0 / 8;
     for (; 8 * g + 8 < n1; g += 2) {   /* two row groups per step share the activation prep */
         const uint8_t *s0 = W + (size_t)g * gstride, *s1 = s0 + gstride;
@@ -307,15 +336,14 @@ AI void gemv_cb4_u(int u, int K, const uint8_t *W, const cb4_pairs *p, const uin
             const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK + 2;
             const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab));
             const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 16)));
-            const __m256i ulo = u ? alo : _mm256_sign_epi8(alo, alo), uhi = u ? ahi : _mm256_sign_epi8(ahi, ahi);
+            const __m256i ulo = _mm256_sign_epi8(alo, alo), uhi = _mm256_sign_epi8(ahi, ahi);
             _mm_prefetch((const char *)s0 + LB_PF, _MM_HINT_T0);
             _mm_prefetch((const char *)s1 + LB_PF, _MM_HINT_T0);
             _mm_prefetch((const char *)s0 + LB_PF + 64, _MM_HINT_T0);
             _mm_prefetch((const char *)s1 + LB_PF + 64, _MM_HINT_T0);
-            const __m256i o = _mm256_set1_epi32(off[b]);
             const __m256 d = _mm256_set1_ps(da[b]);
-            const __m256i i0 = cb4_gemv_isum(u, s0, p, alo, ahi, ulo, uhi, o);
-            const __m256i i1 = cb4_gemv_isum(u, s1, p, alo, ahi, ulo, uhi, o);
+            const __m256i i0 = cb4_gemv_isum(small, s0, p, alo, ahi, ulo, uhi);
+            const __m256i i1 = cb4_gemv_isum(small, s1, p, alo, ahi, ulo, uhi);
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw_eo(s0), d), acc0);
             acc1 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i1), _mm256_mul_ps(load_dw_eo(s1), d), acc1);
         }
@@ -329,8 +357,7 @@ AI void gemv_cb4_u(int u, int K, const uint8_t *W, const cb4_pairs *p, const uin
             const uint8_t *ab = A + (size_t)b * LB_Q8_BLOCK + 2;
             const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)ab));
             const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 16)));
-            const __m256i ulo = u ? alo : _mm256_sign_epi8(alo, alo), uhi = u ? ahi : _mm256_sign_epi8(ahi, ahi);
-            const __m256i i0 = cb4_gemv_isum(u, s0, p, alo, ahi, ulo, uhi, _mm256_set1_epi32(off[b]));
+            const __m256i i0 = cb4_gemv_isum(small, s0, p, alo, ahi, _mm256_sign_epi8(alo, alo), _mm256_sign_epi8(ahi, ahi));
             acc0 = _mm256_fmadd_ps(_mm256_cvtepi32_ps(i0), _mm256_mul_ps(load_dw_eo(s0), _mm256_set1_ps(da[b])), acc0);
         }
         store_cols_eo(out, acc0, g, n1, N);
@@ -338,9 +365,9 @@ AI void gemv_cb4_u(int u, int K, const uint8_t *W, const cb4_pairs *p, const uin
 }
 
 /* GEMM with Q8_0x4 activations of chunk 16 (act_B = 16): row i's elements 0..15 and 16..31 are each one
- * 16-byte run, so a token's halves are two broadcast loads. The lookup is done once per block for 4 tokens. */
-AI void gemm_cb4_u(int u, int K, const uint8_t *W, const cb4_pairs *p, const uint8_t *A4, const int16_t *bsums4,
-                   float *out, size_t ldo, int n0, int n1, int N) {
+ * 16-byte run, so a token's halves are two broadcast loads. Lookup and |w| once per block for 4 tokens. */
+AI void gemm_cb4_s(int small, int K, const uint8_t *W, const cb4_pairs *p, const uint8_t *A4, float *out, size_t ldo,
+                   int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = 8 * 18;
     for (int g = n0 / 8; 8 * g < n1; g++) {
@@ -348,17 +375,16 @@ AI void gemm_cb4_u(int u, int K, const uint8_t *W, const cb4_pairs *p, const uin
         __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
         for (int b = 0; b < nb; b++, sb += sbb) {
             const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
-            __m256i w[8];
+            __m256i w[8], uw[8];
             cb4_lookup(sb, p, w);
+            for (int k = 0; k < 8; k++) uw[k] = _mm256_sign_epi8(w[k], w[k]);
             const __m256 dw = load_dw_eo(sb);
             float das[4] __attribute__((aligned(16)));
             _mm_store_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
             for (int i = 0; i < 4; i++) {
                 const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 8 + 16 * i)));
                 const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 72 + 16 * i)));
-                __m256i isum;
-                if (u) isum = _mm256_sub_epi32(cb4_dot(1, w, alo, ahi, alo, ahi), _mm256_set1_epi32(64 * bsums4[4 * b + i]));
-                else isum = cb4_dot(0, w, alo, ahi, _mm256_sign_epi8(alo, alo), _mm256_sign_epi8(ahi, ahi));
+                const __m256i isum = cb4_dot_uw(small, uw, w, alo, ahi);
                 acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(das[i])), acc[i]);
             }
         }
@@ -368,14 +394,18 @@ AI void gemm_cb4_u(int u, int K, const uint8_t *W, const cb4_pairs *p, const uin
 
 void gemv_cb4_8x16__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A, const int16_t *bsums,
                          float *out, int n0, int n1, int N) {
-    cb4_pairs p;
-    if (cb4_build_pairs(aux, &p)) gemv_cb4_u(1, K, W, &p, A, bsums, out, n0, n1, N);
-    else gemv_cb4_u(0, K, W, &p, A, bsums, out, n0, n1, N);
+    (void)bsums;
+    int small;
+    const cb4_pairs *p = cb4_pairs_for(aux, &small);
+    if (small) gemv_cb4_s(1, K, W, p, A, out, n0, n1, N);
+    else gemv_cb4_s(0, K, W, p, A, out, n0, n1, N);
 }
 
 void gemm_cb4_8x16__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
                          float *out, size_t ldo, int n0, int n1, int N) {
-    cb4_pairs p;
-    if (cb4_build_pairs(aux, &p)) gemm_cb4_u(1, K, W, &p, A4, bsums4, out, ldo, n0, n1, N);
-    else gemm_cb4_u(0, K, W, &p, A4, bsums4, out, ldo, n0, n1, N);
+    (void)bsums4;
+    int small;
+    const cb4_pairs *p = cb4_pairs_for(aux, &small);
+    if (small) gemm_cb4_s(1, K, W, p, A4, out, ldo, n0, n1, N);
+    else gemm_cb4_s(0, K, W, p, A4, out, ldo, n0, n1, N);
 }
