@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,13 @@ def _field_value(field) -> Any:
     if t[0] == GGUFValueType.STRING:
         return bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
     return field.parts[field.data[0]].tolist()[0]
+
+
+def _spm_tail(hf: HFTokenizer, prefix: bool) -> HFTokenizer:
+    t = HFTokenizer.from_str(hf.to_str())
+    if prefix:
+        t.normalizer = normalizers.Replace(" ", "\u2581")
+    return t
 
 
 class Tokenizer:
@@ -104,11 +112,7 @@ class Tokenizer:
             tail = None
             # cutting is safe if no merge can join across the newline and no text token re-triggers the prefix
             if not any(len(t) > 1 and "\n" in t for t in tokens) and (types is None or USER_DEFINED not in types):
-                def tail(hf=hf, prefix=prefix):
-                    t = HFTokenizer.from_str(hf.to_str())
-                    if prefix:
-                        t.normalizer = normalizers.Replace(" ", "\u2581")
-                    return t
+                tail = partial(_spm_tail, hf, prefix)
             default_bos, default_eos, default_add_bos = 1, 2, True
         elif model == "gpt2":
             merges = meta.get(_P + "merges")
