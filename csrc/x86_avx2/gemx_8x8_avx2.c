@@ -9,7 +9,9 @@
  * Integer block sums land in lanes ordered rows [0,1,4,5,2,3,6,7]; the fp16 scales are put in that order by
  * one pshufd before conversion, and the accumulator goes back to row order once per row group.
  * GEMV runs two row groups per block step (they share the activation broadcasts and per-block constants,
- * which are converted once per call into small stack tables). */
+ * which are converted once per call into small stack tables). The q4_0 GEMM walks a block octet by octet
+ * (q4_hsum4) so the unpacked weights meet all four tokens with the accumulators in registers; every GEMM
+ * finishes the four integer sums before the four float updates. */
 #ifndef __AVX2__
 #error "this file must be compiled with -mavx2 -mfma -mf16c"
 #endif
