@@ -28,7 +28,7 @@ fi
 if want cb; then       # codebook formats (lowbit only: llama.cpp cannot read them); quantize time is logged too
     for f in cb4 cb2; do
         CB="$M/syn-1b-16l-$f.gguf"
-        [ -f "$CB" ] || lowbit quantize "$F16" --format "$f" -o "$CB" 2>&1 | tail -3 | tee "$OUT/quantize-1b-$f.log"
+        [ -f "$CB" ] || lowbit quantize "$F16" --format "$f" --all -o "$CB" 2>&1 | tr "\r" "\n" | tail -3 | tee "$OUT/quantize-1b-$f.log"
         lowbit bench "$CB" "${common[@]}" --label 1b-16l --markdown "$OUT/1b-$f.md"
     done
 fi

@@ -30,3 +30,28 @@ def test_bad_input(tmp_path):
         e2e.run(tmp_path / "none.gguf")
     with pytest.raises(ValueError, match="positive"):
         e2e._threads("0,1")
+
+
+def test_bench_codebook_file(tmp_path):
+    """A `lowbit quantize` file: its I8 block tensors count as cb4 weights (32 per 18 bytes) and it runs."""
+    from lowbit.registry import embedded_model
+    q = tmp_path / "s260_cb4.gguf"
+    assert main(["quantize", str(embedded_model()), "--format", "cb4", "--codebooks", "2", "--all",
+                 "-o", str(q)]) == 0
+    info = e2e.gguf_summary(q)
+    assert info["main_type"] == "CB4"
+    from lowbit.io.gguf import open_reader
+    r = open_reader(q)
+    names = {t.name for t in r.tensors}
+    assert "output.weight" in names      # --all writes the tied output as its own cb tensor: the lookup isn't streamed
+    mats = [t for t in r.tensors if len(t.shape) == 2 and not t.name.endswith(".cb_tables")
+            and t.name != "token_embd.weight"]
+    cb = [t for t in mats if f"lowbit.cb.{t.name}.format" in r.fields]
+    assert cb and all(t.tensor_type.name == "I8" for t in cb)
+    weights = sum(int(t.n_elements) // 18 * 32 if t in cb else int(t.n_elements) for t in mats)
+    assert info["bpw"] == pytest.approx(8 * sum(int(t.n_bytes) for t in mats) / weights)
+    assert info["macs_per_token"] == sum(int(t.n_elements) // 18 * 32 if t in cb else int(t.n_elements)
+                                         for t in mats if t.name.startswith("blk."))
+    res = e2e.run(q, n_prompt=8, n_gen=2, threads=(1,), reps=1, roofline=False, log=lambda *a: None)
+    rows = res["runs"][0]["rows"] if "runs" in res else res["rows"]
+    assert {r["format"] for r in rows} == {"cb4"} and all(r["median"] > 0 for r in rows)

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 GGUF_TO_RUNTIME = {"Q4_0": "q4_0", "IQ4_NL": "iq4_nl", "Q8_0": "q8_0", "F16": "f16", "F32": "f32"}
+CODEBOOK_FORMATS = ("cb4", "cb2")
 
 
 def add_arguments(p):
@@ -78,12 +79,18 @@ def gguf_summary(path) -> dict:
     r = gguf.GGUFReader(path, "r")
     names = {t.name for t in r.tensors}
     tied = "output.weight" not in names
+    from ..quantize.gguf_io import TABLES_SUFFIX, codebook_formats
+    from ..formats.cb import BLOCK_BYTES
+    cb = codebook_formats(r)          # `lowbit quantize` output: I8 tensors of cb blocks (+ their tables)
     counts, stream_bytes, stream_params, macs = {}, 0, 0, 0
     for t in r.tensors:
-        if len(t.shape) != 2:
+        if len(t.shape) != 2 or t.name.endswith(TABLES_SUFFIX):
             continue
-        n = int(t.n_elements)
-        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + n
+        n, kind = int(t.n_elements), t.tensor_type.name
+        if t.name in cb:              # weights = block bytes / block bytes per 32 weights
+            kind = cb[t.name].upper()
+            n = n // BLOCK_BYTES[cb[t.name]] * 32
+        counts[kind] = counts.get(kind, 0) + n
         streamed = t.name != "token_embd.weight" or tied          # embedding is a row lookup unless tied
         if streamed:
             stream_bytes += int(t.n_bytes)
@@ -174,6 +181,10 @@ def run(path, n_prompt=512, n_gen=128, threads=(1, 2), reps=5, fmt="auto", batch
     label = label or Path(path).stem
     file_fmt = GGUF_TO_RUNTIME.get(info["main_type"], info["main_type"].lower())
     lb_fmt = file_fmt if fmt == "auto" else fmt
+    # A codebook file keeps its cb matrices as they are; --format (default q4_0) is for the other matrices.
+    load_fmt = lb_fmt
+    if file_fmt in CODEBOOK_FORMATS:
+        load_fmt, lb_fmt = (lb_fmt if fmt != "auto" else "q4_0"), file_fmt
     n_ctx = n_prompt + n_gen + 8
     rng = np.random.default_rng(1234)
     vocab = info["vocab"] or 256
@@ -183,11 +194,11 @@ def run(path, n_prompt=512, n_gen=128, threads=(1, 2), reps=5, fmt="auto", batch
     _blas = limit_blas_threads()
     engines = []
     if not llamacpp_only:
-        if lb_fmt not in GGUF_TO_RUNTIME.values():
-            raise ValueError(f"lowbit cannot run format {lb_fmt!r} (file type {info['main_type']}); "
+        if load_fmt not in GGUF_TO_RUNTIME.values():
+            raise ValueError(f"lowbit cannot run format {load_fmt!r} (file type {info['main_type']}); "
                              "pass --format or --llamacpp-only")
         log(f"loading {path} in lowbit as {lb_fmt} ...")
-        engines.append(_Lowbit(path, lb_fmt, n_ctx, batch))
+        engines.append(_Lowbit(path, load_fmt, n_ctx, batch))
     if vs_llamacpp or llamacpp_only:
         log("loading the same file in llama.cpp (llama-cpp-python, subprocess) ...")
         engines.append(_LlamaCpp(path, n_ctx, threads[0]))
