@@ -35,7 +35,7 @@ fi
 if want smol; then     # the real SmolLM2-135M (Q4_1 file, requantized by lowbit at load) and its synthetic twin in Q4_0
     lowbit pull smollm2-135m >/dev/null
     SMOL=$(python -c "from lowbit.registry import resolve; print(resolve('smollm2-135m'))")
-    lowbit bench "$SMOL" "${common[@]}" --vs-llamacpp --label smollm2-135m --markdown "$OUT/smollm2-q4_1-file.md"
+    lowbit bench "$SMOL" "${common[@]}" --format q4_0 --vs-llamacpp --label smollm2-135m --markdown "$OUT/smollm2-q4_1-file.md"
     lowbit bench "$SYNSMOL" "${common[@]}" --vs-llamacpp --label smollm2-135m-syn --markdown "$OUT/smollm2-syn-q4_0.md"
 fi
 if want contention; then   # one busy-loop process beside the benchmark: how each engine copes with a shared machine
