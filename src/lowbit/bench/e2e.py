@@ -75,8 +75,8 @@ def _threads(s: str):
 
 def gguf_summary(path) -> dict:
     """Main weight type, bytes streamed per decoded token, MACs per prompt token, from the file itself."""
-    import gguf
-    r = gguf.GGUFReader(path, "r")
+    from ..io.gguf import open_reader
+    r = open_reader(path)      # lazy metadata arrays: 0.1 s instead of gguf.GGUFReader's 5 s on SmolLM2's vocab
     names = {t.name for t in r.tensors}
     tied = "output.weight" not in names
     from ..quantize.gguf_io import TABLES_SUFFIX, codebook_formats
