@@ -54,6 +54,35 @@ def test_ppl_equals_exp_mean_nll_of_second_halves(model, tokens):
     assert res.ppl > 1.0
 
 
+@pytest.mark.parametrize("n_batch, start", [(CTX, 16), (8, 13), (8, 1), (8, 0), (5, 30)])
+def test_prefill_logits_from_equals_the_tail_of_all_logits(tokens, n_batch, start):
+    """prefill(all_logits, logits_from=k) is rows k.. of the full logits, over batch boundaries (n_batch < ctx),
+    a batch that yields no rows, and a one-token last batch (the decode path)."""
+    from lowbit.io.gguf import GGUFSource
+    from lowbit.model import LlamaModel
+    m = LlamaModel(GGUFSource(STORIES), "f32", n_ctx=CTX, n_batch=n_batch)
+    toks = tokens[:CTX - 1] if n_batch == 5 else tokens[:CTX]   # 31 = 6 x 5 + 1: last batch is one token
+    m.reset()
+    full = m.prefill(toks, all_logits=True).copy()
+    m.reset()
+    part = m.prefill(toks, all_logits=True, logits_from=start)
+    assert part.shape == (len(toks) - start, full.shape[1])
+    np.testing.assert_allclose(part, full[start:], rtol=0, atol=1e-5)   # same rows; float order of batching only
+
+
+def test_score_accepts_full_or_scored_half_logits(model, tokens):
+    chunks = P.make_chunks(tokens, CTX, bos=1)
+    half = P.score(P.lowbit_logits_fn(model), chunks, progress=False)
+
+    def full_fn(c):
+        model.reset()
+        return model.prefill(c, all_logits=True)
+    full = P.score(full_fn, chunks, progress=False)
+    assert full.ppl == pytest.approx(half.ppl, rel=1e-6) and full.n_scored == half.n_scored
+    with pytest.raises(RuntimeError, match="expected"):
+        P.score(lambda c: np.zeros((CTX - 3, 512), np.float32), chunks, progress=False)
+
+
 def test_repeated_runs_identical(model, tokens):
     chunks = P.make_chunks(tokens, CTX, bos=1)
     a = P.score(P.lowbit_logits_fn(model), chunks, progress=False)

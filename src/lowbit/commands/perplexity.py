@@ -3,6 +3,7 @@ it (second half of each chunk), KL divergence / top-1 agreement vs a reference m
 same numbers from llama.cpp on the same tokens (--check-llamacpp)."""
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -68,9 +69,14 @@ def main(args):
         cache = P.RefCache(args.kld_ref, ref_fmt, tokens, args.ctx, len(chunks), vocab)
         if not cache.ready:
             print(f"reference {args.kld_ref} ({ref_fmt}): computing log-probs once -> {cache.path}")
+            # a disk memmap written chunk by chunk: what bounds it is the free space, not RAM
             gb = np.prod(cache.shape) * 4 / 1e9
-            if gb > 8:
-                raise ValueError(f"the reference cache would take {gb:.1f} GB; use --chunks to limit it")
+            cache.path.parent.mkdir(parents=True, exist_ok=True)
+            free = shutil.disk_usage(cache.path.parent).free / 1e9
+            if gb > free - 2:
+                raise ValueError(f"the reference cache would take {gb:.1f} GB but {cache.path.parent} has "
+                                 f"{free:.1f} GB free; use --chunks to limit it or set LOWBIT_CACHE elsewhere")
+            print(f"reference cache: {gb:.1f} GB on disk ({free:.0f} GB free)")
             rllm = _load(args.kld_ref, ref_fmt, args.ctx, args.threads)
             if rllm.config.vocab_size != vocab:
                 raise ValueError(f"reference vocab {rllm.config.vocab_size} != model vocab {vocab}")

@@ -105,9 +105,12 @@ def score(logits_fn: LogitsFn, chunks, ref=None, progress: bool = True, desc: st
     for i in it:
         c = chunks[i]
         logits = np.asarray(logits_fn(c))
-        if logits.ndim != 2 or logits.shape[0] != ctx:
-            raise RuntimeError(f"logits for a {ctx}-token chunk have shape {logits.shape}, expected [{ctx}, vocab]")
-        logp = log_softmax(logits[first: ctx - 1])                      # [ctx-1-first, vocab]
+        # a logits function may return every position [ctx, vocab] or only the scored half on [ctx - first, vocab]
+        if logits.ndim != 2 or logits.shape[0] not in (ctx, ctx - first):
+            raise RuntimeError(f"logits for a {ctx}-token chunk have shape {logits.shape}, expected "
+                               f"[{ctx}, vocab] or [{ctx - first}, vocab]")
+        skip = first if logits.shape[0] == ctx else 0
+        logp = log_softmax(logits[skip: skip + ctx - 1 - first])        # [ctx-1-first, vocab]
         target = np.asarray(c[first + 1: ctx])
         nll = -logp[np.arange(len(target)), target]
         nll_all.append(nll)
@@ -191,9 +194,9 @@ def lowbit_logits_fn(llm) -> LogitsFn:
     """Full-sequence logits of one chunk from an empty cache (an LLM from lowbit.load, or its .model)."""
     model = getattr(llm, "model", llm)
 
-    def fn(tokens):
+    def fn(tokens):   # only the scored half's logits (score() accepts [ctx - ctx//2, vocab])
         model.reset()
-        return model.prefill(tokens, all_logits=True)
+        return model.prefill(tokens, all_logits=True, logits_from=len(tokens) // 2)
     return fn
 
 

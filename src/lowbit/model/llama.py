@@ -145,9 +145,10 @@ class LlamaModel:
         out *= w
         return out
 
-    def prefill(self, tokens, all_logits=False):
+    def prefill(self, tokens, all_logits=False, logits_from=0):
         """Run tokens through the model at positions cache.pos...; return logits of the last token (or of all
-        tokens, [n, vocab], when all_logits)."""
+        tokens from index logits_from on, [n - logits_from, vocab], when all_logits: perplexity scores only the
+        second half of a chunk, and the output matrix is a fifth of SmolLM2's weights)."""
         tokens = list(tokens)
         if not tokens:
             raise ValueError("no tokens to evaluate")
@@ -156,15 +157,16 @@ class LlamaModel:
         outs = []
         for s in range(0, len(tokens), self.n_batch):
             chunk = tokens[s: s + self.n_batch]
+            skip = max(0, logits_from - s) if all_logits else 0
             if len(chunk) == 1:
-                lg = self.decode(chunk[0])
+                lg = self.decode(chunk[0])[skip:]
             else:
-                lg = self._batch(chunk, all_logits)
+                lg = self._batch(chunk, all_logits, skip)
             if all_logits or s + self.n_batch >= len(tokens):
                 outs.append(lg.copy())
         return np.concatenate(outs, 0) if all_logits else outs[-1][-1]
 
-    def _batch(self, toks, all_logits):
+    def _batch(self, toks, all_logits, skip=0):
         c, M = self.config, len(toks)
         hd, Hkv = c.head_dim, c.n_head_kv
         G = c.n_head // Hkv
@@ -200,10 +202,11 @@ class LlamaModel:
             self._mlp(L, h, gu, ff, o)
             x += o
         self.cache.pos = T
-        if all_logits:
-            self._rmsnorm(x, self.output_norm, h, rowsq)
-            out = np.empty((M, c.vocab_size), np.float32)
-            self.output(h, out)
+        if all_logits:   # rows skip.. only
+            out = np.empty((max(M - skip, 0), c.vocab_size), np.float32)
+            if len(out):
+                self._rmsnorm(x[skip:], self.output_norm, h[skip:], rowsq[skip:])
+                self.output(h[skip:], out)
             return out
         hl = h[:1]
         self._rmsnorm(x[M - 1: M], self.output_norm, hl, rowsq[:1])
