@@ -13,8 +13,10 @@ NAMES = {"f32": "F32 (reference)", "Q4_K_M": "llama.cpp Q4_K_M", "Q2_K": "llama.
 
 def row(r):
     label = r["model"]
-    fmt, _, C = label.partition(":")
-    name = NAMES.get(label, fmt)
+    cal = label.endswith(":calib")          # importance-weighted (calibration text) variant of a row
+    base = label[: -len(":calib")] if cal else label
+    fmt, _, C = base.partition(":")
+    name = NAMES.get(base, fmt) + (" + importance (botchan.txt)" if cal else "")
     b = r.get("bpw") or blk_bpw(r["path"])
     types = ", ".join(f"{n} {t}" for t, n in b["types"].items())
     k = r.get("kld")
