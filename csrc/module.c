@@ -328,6 +328,72 @@ e1: PyBuffer_Release(&q);
     return ret;
 }
 
+/* ---- codebook group encoding (ops/cb_encode.c); quantize/encode.py validates too, these checks never crash ---- */
+/* A C-contiguous buffer of exactly `n` items of the struct type `t` ('f' float32, 'B' uint8). */
+static int get_typed(PyObject *o, Py_buffer *v, Py_ssize_t n, char t, int writable, const char *what) {
+    if (PyObject_GetBuffer(o, v, PyBUF_FORMAT | PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0)) < 0) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_ValueError, "%s must be a C-contiguous%s array", what, writable ? " writable" : "");
+        return -1;
+    }
+    const char *f = v->format ? v->format : "B";
+    if (*f == '<' || *f == '=' || *f == '@') f++;
+    if (f[0] != t || f[1] || v->itemsize != (t == 'f' ? 4 : 1)) {
+        PyErr_Format(PyExc_ValueError, "%s must be %s, got buffer format '%s'", what, t == 'f' ? "float32" : "uint8",
+                     v->format ? v->format : "B");
+    } else if (n >= 0 && v->len / v->itemsize != n) {
+        PyErr_Format(PyExc_ValueError, "%s has %zd items, expected %zd", what, v->len / v->itemsize, n);
+    } else {
+        return 0;
+    }
+    PyBuffer_Release(v);
+    return -1;
+}
+
+/* cb_encode(x [n,32] f32, w [n,32] f32 | None, lut_val [C,256] f32, lut_idx [C,256] u8, ext [C] f32, refits,
+ *           short, d [n] f32, ids [n] u8, idx [n,32] u8, err [n] f32) */
+static PyObject *py_cb_encode(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *o[10];
+    int refits, shortk;
+    if (!PyArg_ParseTuple(args, "OOOOOiiOOOO", &o[0], &o[1], &o[2], &o[3], &o[4], &refits, &shortk, &o[5], &o[6],
+                          &o[7], &o[8])) return NULL;
+    Py_buffer b[9];
+    int nb = 0, has_w = o[1] != Py_None;
+    PyObject *ret = NULL;
+    if (get_typed(o[0], &b[0], -1, 'f', 0, "groups x")) return NULL;
+    nb = 1;
+    Py_ssize_t nx = b[0].len / 4, n = nx / 32;
+    if (nx % 32) { PyErr_Format(PyExc_ValueError, "groups x has %zd floats, not a multiple of 32", nx); goto out; }
+    if (get_typed(o[4], &b[1], -1, 'f', 0, "extreme entries ext")) goto out;
+    nb = 2;
+    Py_ssize_t C = b[1].len / 4;
+    if (C < 1 || C > 16) { PyErr_Format(PyExc_ValueError, "need 1..16 codebooks, got %zd", C); goto out; }
+    if (refits < 0 || refits > 1000 || shortk < 0) {
+        PyErr_Format(PyExc_ValueError, "bad refits=%d / short=%d", refits, shortk);
+        goto out;
+    }
+    static const char *names[7] = {"importance w", "lut_val", "lut_idx", "d out", "ids out", "idx out", "err out"};
+    const char types[7] = {'f', 'f', 'B', 'f', 'B', 'B', 'f'};
+    const Py_ssize_t sizes[7] = {nx, C * 256, C * 256, n, n, nx, n};
+    PyObject *objs[7] = {o[1], o[2], o[3], o[5], o[6], o[7], o[8]};
+    for (int i = 0; i < 7; i++) {
+        if (i == 0 && !has_w) { b[nb++].obj = NULL; continue; }
+        if (get_typed(objs[i], &b[nb], sizes[i], types[i], i >= 3, names[i])) goto out;
+        nb++;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    lb_cb_encode(n, b[0].buf, has_w ? b[2].buf : NULL, (int)C, b[3].buf, b[4].buf, b[1].buf, refits, shortk,
+                 b[5].buf, b[6].buf, b[7].buf, b[8].buf);
+    Py_END_ALLOW_THREADS
+    ret = Py_None;
+    Py_INCREF(ret);
+out:
+    for (int i = 0; i < nb; i++)
+        if (b[i].obj) PyBuffer_Release(&b[i]);
+    return ret;
+}
+
 static PyMethodDef methods[] = {
     {"kernels", py_kernels, METH_NOARGS, "The kernel list (kernels.inc) with usability on this CPU."},
     {"features", py_features, METH_NOARGS, "CPU features found and usable (after LOWBIT_DISABLE_ISA)."},
@@ -344,6 +410,7 @@ static PyMethodDef methods[] = {
     {"add_rmsnorm", py_add_rmsnorm, METH_VARARGS, "x += residual (unless None); out = rmsnorm(x) * w."},
     {"silu_mul", py_silu_mul, METH_VARARGS, "out = silu(gu[:n]) * gu[n:], n = len(out)."},
     {"attn_decode", py_attn_decode, METH_VARARGS, "One token's RoPE, KV-cache write and GQA attention."},
+    {"cb_encode", py_cb_encode, METH_VARARGS, "Encode groups of 32 against int8 codebooks (quantize)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -2,8 +2,8 @@
  * per group of 32, per candidate codebook: d = signed absmax / the table's signed extreme entry, then
  * `refits` rounds of nearest-entry assignment (a 256-entry LUT on round(x/d)) + least-squares scale, d rounded
  * to the stored grid (fp16 with the low 4 bits cleared), error = sum w (x - d v)^2; the least error wins.
- * Same float32 operations in the same order as numpy except the 32-term sums (8 partial sums here, numpy's
- * own order there), so results agree up to near-ties (tests/test_cb_encode.py).
+ * The same float32 operations in the same order as the numpy reference (its 32-term sums use this file's
+ * halving order, no fused multiply-adds), so both give bit-identical results (tests/test_cb_encode.py).
  * Plain C (no ISA flags); single-threaded per call: the Python pool calls it per chunk without the GIL. */
 #include <math.h>
 #include <stdint.h>
@@ -20,11 +20,13 @@
 
 #define G 32
 
+/* importance None = weights 1: multiplying by 1 is exact, so one code path serves both cases */
 static const float ONES[G] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
                               1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
 
-/* Nearest value on the masked fp16 grid (formats/cb.round_scale). */
-static float round_scale(float d) {
+/* Nearest value on the masked fp16 grid (formats/cb.round_scale: fp16 rounding, then the nearer of the two
+ * masked neighbours, ties to the smaller magnitude). */
+static float round_scale_slow(float d) {
     uint16_t h = lb_fp32_to_fp16(d);
     uint16_t lo = h & 0xFFF0, hi = (uint16_t)(lo + 0x10);
     if ((hi & 0x7FFF) >= 0x7C00) hi = lo;            /* never step onto inf */
@@ -32,43 +34,62 @@ static float round_scale(float d) {
     return fabsf(vhi - d) < fabsf(vlo - d) ? vhi : vlo;
 }
 
-/* sum a*b*c over 32 (c may be ONES: multiplying by 1 is exact, so one code path serves both cases) */
-static inline float dot3(const float *a, const float *b, const float *c) {
-    float s[8] = {0};
-    for (int i = 0; i < G; i += 8)
-        for (int j = 0; j < 8; j++) s[j] += (a[i + j] * b[i + j]) * c[i + j];
-    return ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+/* Same result, in float32 bits, where the grid point is a normal fp16 below the largest one (2^-14 <= |d| <
+ * 65280): the grid keeps 6 of float32's 23 mantissa bits; the differences to both neighbours are exact. */
+static inline float round_scale(float d) {
+    uint32_t u;
+    memcpy(&u, &d, 4);
+    uint32_t a = u & 0x7fffffffu;
+    if (a < 0x38800000u || a >= 0x477f0000u) return round_scale_slow(d);
+    uint32_t lo = u & ~0x1ffffu, rem = u & 0x1ffffu;
+    u = rem > 0x10000u ? lo + 0x20000u : lo;
+    memcpy(&d, &u, 4);
+    return d;
 }
 
-/* nearest entries of x/d through the LUT: qi in 0..255 (NaN -> 0, like numpy's clip-mode take) */
-static inline void assign(const float *x, float d, const float *lv, uint8_t *qi, float *v) {
+/* Sum of p[0..31] (overwritten) by halving: a fixed order whose steps the compiler vectorizes. */
+static inline float sum32(float *p) {
+    for (int i = 0; i < 16; i++) p[i] += p[i + 16];
+    for (int i = 0; i < 8; i++) p[i] += p[i + 8];
+    for (int i = 0; i < 4; i++) p[i] += p[i + 4];
+    return (p[0] + p[2]) + (p[1] + p[3]);
+}
+
+/* nearest entries of x/d through the LUT: q in 0..255 (NaN -> 0, like numpy's clip-mode take), v = values */
+static inline void assign(const float *x, float d, const float *lv, int32_t *q, float *v) {
     const float inv = d != 0.f ? 1.0f / d : 0.f;
-    int32_t q[G];
-    for (int i = 0; i < G; i++) {
+    for (int i = 0; i < G; i++) {      /* vectorizes: t > 0 ? t : 0 is a max that sends NaN to 0 */
         float t = x[i] * inv + 128.5f;
         t = t > 0.f ? t : 0.f;
         t = t < 255.f ? t : 255.f;
         q[i] = (int32_t)t;
     }
-    for (int i = 0; i < G; i++) { qi[i] = (uint8_t)q[i]; v[i] = lv[q[i]]; }
+    for (int i = 0; i < G; i++) v[i] = lv[q[i]];      /* the gather stays scalar (no ISA flags) */
 }
 
-/* One codebook: returns the error, the rounded scale in *dout and the LUT positions in qi. */
-static float fit_one(const float *x, const float *w, float mx, const float *lv, float ext, int refits,
-                     float *dout, uint8_t *qi) {
+/* One codebook: returns the error, the rounded scale in *dout and the LUT positions in q. */
+static inline float fit_one(const float *x, const float *w, float mx, const float *lv, float ext, int refits,
+                            float *dout, int32_t *q) {
     float d = ext != 0.f ? mx / ext : 0.f;
-    float v[G], wv[G], r[G];
+    float v[G], p[G], p2[G];
     for (int it = 0;; it++) {
-        assign(x, d, lv, qi, v);
+        assign(x, d, lv, q, v);
         if (it == refits) break;
-        for (int i = 0; i < G; i++) wv[i] = w[i] * v[i];
-        float num = dot3(wv, x, ONES), den = dot3(wv, v, ONES);
+        for (int i = 0; i < G; i++) {
+            float wv = w[i] * v[i];
+            p[i] = wv * x[i];
+            p2[i] = wv * v[i];
+        }
+        float num = sum32(p), den = sum32(p2);
         d = den > 0.f ? num / den : 0.f;
     }
     d = round_scale(d);
-    for (int i = 0; i < G; i++) r[i] = x[i] - d * v[i];
+    for (int i = 0; i < G; i++) {
+        float r = x[i] - d * v[i];
+        p[i] = (w[i] * r) * r;
+    }
     *dout = d;
-    return dot3(w, r, r);
+    return sum32(p);
 }
 
 /* a ranks before b: smaller error, NaN last, ties to the lower codebook (numpy: stable argsort) */
@@ -94,7 +115,7 @@ void lb_cb_encode(int64_t n, const float *x, const float *w, int C, const float 
             for (int c = 0; c < C; c++) cand[nc++] = c;
         } else {                                      /* shortlist: the shortk best without refits */
             float e[16], dd;
-            uint8_t qq[G];
+            int32_t qq[G];
             int order[16];
             for (int c = 0; c < C; c++) {
                 e[c] = fit_one(xg, wg, mx, lut_val + c * 256, ext[c], 0, &dd, qq);
@@ -106,12 +127,12 @@ void lb_cb_encode(int64_t n, const float *x, const float *w, int C, const float 
         }
         float best_err = INFINITY, best_d = 0.f;
         int best_id = 0;
-        uint8_t best_qi[G], qi[G];
-        memset(best_qi, 0, G);
+        int32_t best_qi[G], qi[G];
+        memset(best_qi, 0, sizeof best_qi);
         for (int k = 0; k < nc; k++) {
             const int c = cand[k];
             float d, err = fit_one(xg, wg, mx, lut_val + c * 256, ext[c], refits, &d, qi);
-            if (err < best_err) { best_err = err; best_d = d; best_id = c; memcpy(best_qi, qi, G); }
+            if (err < best_err) { best_err = err; best_d = d; best_id = c; memcpy(best_qi, qi, sizeof qi); }
         }
         d_out[g] = best_d;
         id_out[g] = (uint8_t)best_id;

@@ -20,4 +20,10 @@ void lb_silu_mul(int n, const float *g, const float *u, float *out);
 /* RoPE q/k in qkv, write k/v to the caches at pos, GQA attention over 0..pos into out [H*hd]. */
 void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, const float *rot, float *kc,
                     float *vc, float *scores, float *out);
+/* Codebook group encoding (cb_encode.c): n groups of 32 floats x (importance w [n,32] or NULL) against C
+ * codebooks given as LUTs over round(x/d) in -128..127 (values lut_val [C,256], indices lut_idx [C,256]) and
+ * signed extreme entries ext [C]. Outputs the stored-grid scale, codebook id, entry indices and error. */
+void lb_cb_encode(int64_t n, const float *x, const float *w, int C, const float *lut_val,
+                  const uint8_t *lut_idx, const float *ext, int refits, int shortk, float *d_out,
+                  uint8_t *id_out, uint8_t *idx_out, float *err_out);
 #endif

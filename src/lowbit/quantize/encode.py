@@ -1,4 +1,5 @@
-"""Fast group encoding against int8 codebooks (numpy, GIL-free inner ops so a thread pool scales).
+"""Group encoding against int8 codebooks: the C loop (csrc/ops/cb_encode.c, the default; it runs without the
+GIL, so a thread pool scales) and this numpy version, the reference it is tested against.
 
 Nearest entry is found through a 256-entry lookup table per codebook indexed by round(u) (u = w / d, clipped
 to the int8 range): the same answer as a sorted search except within 1/2 of a midpoint, where either entry
@@ -27,7 +28,12 @@ class Tables:
 
 
 def _dot(a, b):
-    return np.einsum("ij,ij->i", a, b)
+    """Row sums of a * b [n, 32] by halving: the C loop's order, so both give bit-identical float32 results."""
+    p = a * b
+    p = p[:, :16] + p[:, 16:]
+    p = p[:, :8] + p[:, 8:]
+    p = p[:, :4] + p[:, 4:]
+    return (p[:, 0] + p[:, 2]) + (p[:, 1] + p[:, 3])
 
 
 def fit_one(x, w, mx, tabs: Tables, c: int, refits: int = 2):
@@ -48,22 +54,46 @@ def fit_one(x, w, mx, tabs: Tables, c: int, refits: int = 2):
         with np.errstate(divide="ignore", invalid="ignore"):
             d = np.where(den > 0, num / den, np.float32(0)).astype(np.float32)
     d = round_scale(d)                 # the stored scale (masked grid): the error reported is the real one
-    r = x - d[:, None] * v
-    err = _dot(r, r) if w is None else _dot(w * r, r)
+    with np.errstate(invalid="ignore", over="ignore"):      # d = inf (beyond the fp16 grid): err inf/nan, never kept
+        r = x - d[:, None] * v
+        err = _dot(r, r) if w is None else _dot(w * r, r)
     return d, qi, err
 
 
 def shortlist(x, tabs: Tables, w, mx, k: int):
     """The k codebooks with the least error after one nearest assignment at the start scale (no refit)."""
     errs = np.stack([fit_one(x, w, mx, tabs, c, refits=0)[2] for c in range(tabs.C)], 1)
-    return np.argpartition(errs, k - 1, axis=1)[:, :k]
+    # stable: equal errors rank the lower codebook first (the C loop does the same)
+    return np.argsort(errs, axis=1, kind="stable")[:, :k]
 
 
-def encode(x, tabs: Tables, w=None, candidates=None, refits: int = 2, short: int = 0):
+def _encode_c(x, tabs: Tables, w, refits: int, short: int):
+    from .. import _core
+    n = len(x)
+    if w is not None:
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if w.shape != x.shape:
+            raise ValueError(f"importance weights must have the groups' shape {x.shape}, got {w.shape}")
+    if not isinstance(refits, (int, np.integer)) or refits < 0:
+        raise ValueError(f"refits must be a non-negative integer, got {refits!r}")
+    if not isinstance(short, (int, np.integer)) or short < 0:
+        raise ValueError(f"short must be a non-negative integer, got {short!r}")
+    d, err = np.empty(n, np.float32), np.empty(n, np.float32)
+    ids, idx = np.empty(n, np.uint8), np.empty((n, 32), np.uint8)
+    _core.cb_encode(x, w, tabs.lut_val, tabs.lut_idx, tabs.ext, int(refits), int(short), d, ids, idx, err)
+    return d, ids, idx, err
+
+
+def encode(x, tabs: Tables, w=None, candidates=None, refits: int = 2, short: int = 0, impl: str = "c"):
     """Best codebook per group (least weighted squared error after the refit), trying every codebook, only
-    candidates [n, k], or (short > 0) the `short` best after a cheap no-refit pass over all codebooks.
+    candidates [n, k] (numpy only), or (short > 0) the `short` best after a cheap no-refit pass over all
+    codebooks. impl: "c" (csrc/ops/cb_encode.c) or "numpy" (the reference).
     Returns (d [n], id uint8 [n], idx uint8 [n, 32], err [n])."""
     x = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, 32)
+    if impl == "c" and candidates is None:
+        return _encode_c(x, tabs, w, refits, short)
+    if impl not in ("c", "numpy"):
+        raise ValueError(f"impl must be 'c' or 'numpy', got {impl!r}")
     n = len(x)
     mx = np.take_along_axis(x, np.abs(x).argmax(-1)[:, None], -1)[:, 0]
     if candidates is None and 0 < short < tabs.C:
