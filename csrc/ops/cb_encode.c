@@ -20,10 +20,6 @@
 
 #define G 32
 
-/* importance None = weights 1: multiplying by 1 is exact, so one code path serves both cases */
-static const float ONES[G] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
-                              1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-
 /* Nearest value on the masked fp16 grid (formats/cb.round_scale: fp16 rounding, then the nearer of the two
  * masked neighbours, ties to the smaller magnitude). */
 static float round_scale_slow(float d) {
@@ -47,48 +43,63 @@ static inline float round_scale(float d) {
     return d;
 }
 
-/* Sum of p[0..31] (overwritten) by halving: a fixed order whose steps the compiler vectorizes. */
-static inline float sum32(float *p) {
-    for (int i = 0; i < 16; i++) p[i] += p[i + 16];
-    for (int i = 0; i < 8; i++) p[i] += p[i + 8];
-    for (int i = 0; i < 4; i++) p[i] += p[i + 4];
-    return (p[0] + p[2]) + (p[1] + p[3]);
+/* 4-float vectors (GNU C vector extensions: SSE2 / NEON at the baseline, plain scalar code elsewhere). A group
+ * is 8 of them; lane j of vector k is element 4k + j. */
+typedef float f4 __attribute__((vector_size(16)));
+typedef int32_t i4 __attribute__((vector_size(16)));
+#define NV (G / 4)
+
+/* Sum of 32 by halving (element i += element i + 16, then + 8, + 4, then (0 + 2) + (1 + 3)): numpy's _dot
+ * does the same steps, so the sums are bit-identical. */
+static inline float sum32(const f4 *p) {
+    f4 a0 = p[0] + p[4], a1 = p[1] + p[5], a2 = p[2] + p[6], a3 = p[3] + p[7];
+    a0 += a2; a1 += a3;
+    a0 += a1;
+    return (a0[0] + a0[2]) + (a0[1] + a0[3]);
 }
 
-/* nearest entries of x/d through the LUT: q in 0..255 (NaN -> 0, like numpy's clip-mode take), v = values */
-static inline void assign(const float *x, float d, const float *lv, int32_t *q, float *v) {
+/* LUT positions of x/d: q = clip(x * (1/d) + 128.5, 0, 255) truncated; NaN -> 0 (numpy's clip-mode take) */
+static inline void positions(const f4 *x, float d, i4 *q) {
     const float inv = d != 0.f ? 1.0f / d : 0.f;
-    for (int i = 0; i < G; i++) {      /* vectorizes: t > 0 ? t : 0 is a max that sends NaN to 0 */
-        float t = x[i] * inv + 128.5f;
-        t = t > 0.f ? t : 0.f;
-        t = t < 255.f ? t : 255.f;
-        q[i] = (int32_t)t;
+    const f4 vinv = {inv, inv, inv, inv}, half = {128.5f, 128.5f, 128.5f, 128.5f}, top = {255.f, 255.f, 255.f, 255.f};
+    for (int k = 0; k < NV; k++) {
+        f4 t = x[k] * vinv + half;
+        t = (f4)((i4)t & (t > 0.f));                          /* t > 0 ? t : 0 (NaN fails: 0) */
+        i4 lt = t < top;
+        t = (f4)(((i4)t & lt) | ((i4)top & ~lt));             /* t < 255 ? t : 255 */
+        q[k] = __builtin_convertvector(t, i4);
     }
-    for (int i = 0; i < G; i++) v[i] = lv[q[i]];      /* the gather stays scalar (no ISA flags) */
 }
 
-/* One codebook: returns the error, the rounded scale in *dout and the LUT positions in q. */
-static inline float fit_one(const float *x, const float *w, float mx, const float *lv, float ext, int refits,
-                            float *dout, int32_t *q) {
-    float d = ext != 0.f ? mx / ext : 0.f;
-    float v[G], p[G], p2[G];
-    for (int it = 0;; it++) {
-        assign(x, d, lv, q, v);
-        if (it == refits) break;
-        for (int i = 0; i < G; i++) {
-            float wv = w[i] * v[i];
-            p[i] = wv * x[i];
-            p2[i] = wv * v[i];
+/* the LUT values at q, built in registers (scalar stores read back as a vector would stall) */
+static inline void gather(const i4 *q, const float *lv, f4 *v) {
+    for (int k = 0; k < NV; k++) v[k] = (f4){lv[q[k][0]], lv[q[k][1]], lv[q[k][2]], lv[q[k][3]]};
+}
+
+/* One codebook from the LUT positions q at the start scale d (updated in place): `refits` rounds of
+ * least-squares scale + reassignment, d rounded to the grid; returns the error, q holds the final positions. */
+static inline float fit_one(const f4 *x, const f4 *w, const float *lv, int refits, float *dp, i4 *q) {
+    float d = *dp;
+    f4 v[NV], p[NV], p2[NV];
+    gather(q, lv, v);
+    for (int it = 0; it < refits; it++) {
+        for (int k = 0; k < NV; k++) {
+            f4 wv = w[k] * v[k];
+            p[k] = wv * x[k];
+            p2[k] = wv * v[k];
         }
         float num = sum32(p), den = sum32(p2);
         d = den > 0.f ? num / den : 0.f;
+        positions(x, d, q);
+        gather(q, lv, v);
     }
     d = round_scale(d);
-    for (int i = 0; i < G; i++) {
-        float r = x[i] - d * v[i];
-        p[i] = (w[i] * r) * r;
+    const f4 vd = {d, d, d, d};
+    for (int k = 0; k < NV; k++) {
+        f4 r = x[k] - vd * v[k];
+        p[k] = (w[k] * r) * r;
     }
-    *dout = d;
+    *dp = d;
     return sum32(p);
 }
 
@@ -103,22 +114,40 @@ static inline int before(float ea, int a, float eb, int b) {
 void lb_cb_encode(int64_t n, const float *x, const float *w, int C, const float *lut_val,
                   const uint8_t *lut_idx, const float *ext, int refits, int shortk, float *d_out,
                   uint8_t *id_out, uint8_t *idx_out, float *err_out) {
-    int full = shortk <= 0 || shortk >= C;
+    const int full = shortk <= 0 || shortk >= C;
+    const f4 one = {1.f, 1.f, 1.f, 1.f};
     for (int64_t g = 0; g < n; g++) {
-        const float *xg = x + g * G, *wg = w ? w + g * G : ONES;
+        f4 xg[NV], wg[NV];
+        memcpy(xg, x + g * G, sizeof xg);
+        if (w) memcpy(wg, w + g * G, sizeof wg);
+        else for (int k = 0; k < NV; k++) wg[k] = one;     /* weights 1: multiplying by 1 is exact */
+        const float *xs = x + g * G;
         int am = 0;                                   /* signed absmax, first of equals (np.argmax) */
         for (int i = 1; i < G; i++)
-            if (fabsf(xg[i]) > fabsf(xg[am])) am = i;
-        const float mx = xg[am];
+            if (fabsf(xs[i]) > fabsf(xs[am])) am = i;
+        const float mx = xs[am];
+        /* the start positions depend on d0 = mx / ext only, and tables mostly share their extreme entry */
+        i4 q0[16][NV];
+        float d0[16];
+        for (int c = 0; c < C; c++) {
+            d0[c] = ext[c] != 0.f ? mx / ext[c] : 0.f;
+            int same = -1;
+            for (int j = 0; j < c && same < 0; j++)
+                if (d0[j] == d0[c] || (d0[j] != d0[j] && d0[c] != d0[c])) same = j;
+            if (same >= 0) memcpy(q0[c], q0[same], sizeof q0[c]);
+            else positions(xg, d0[c], q0[c]);
+        }
         int cand[16], nc = 0;
         if (full) {
             for (int c = 0; c < C; c++) cand[nc++] = c;
         } else {                                      /* shortlist: the shortk best without refits */
-            float e[16], dd;
-            int32_t qq[G];
+            float e[16];
             int order[16];
             for (int c = 0; c < C; c++) {
-                e[c] = fit_one(xg, wg, mx, lut_val + c * 256, ext[c], 0, &dd, qq);
+                i4 q[NV];
+                float d = d0[c];
+                memcpy(q, q0[c], sizeof q);
+                e[c] = fit_one(xg, wg, lut_val + c * 256, 0, &d, q);
                 int j = c;                            /* insertion sort of codebooks by (error, id) */
                 while (j > 0 && before(e[c], c, e[order[j - 1]], order[j - 1])) { order[j] = order[j - 1]; j--; }
                 order[j] = c;
@@ -127,17 +156,20 @@ void lb_cb_encode(int64_t n, const float *x, const float *w, int C, const float 
         }
         float best_err = INFINITY, best_d = 0.f;
         int best_id = 0;
-        int32_t best_qi[G], qi[G];
-        memset(best_qi, 0, sizeof best_qi);
+        i4 best_q[NV], q[NV];
+        memset(best_q, 0, sizeof best_q);
         for (int k = 0; k < nc; k++) {
             const int c = cand[k];
-            float d, err = fit_one(xg, wg, mx, lut_val + c * 256, ext[c], refits, &d, qi);
-            if (err < best_err) { best_err = err; best_d = d; best_id = c; memcpy(best_qi, qi, sizeof qi); }
+            float d = d0[c];
+            memcpy(q, q0[c], sizeof q);
+            float err = fit_one(xg, wg, lut_val + c * 256, refits, &d, q);
+            if (err < best_err) { best_err = err; best_d = d; best_id = c; memcpy(best_q, q, sizeof q); }
         }
         d_out[g] = best_d;
         id_out[g] = (uint8_t)best_id;
         err_out[g] = best_err;
         const uint8_t *li = lut_idx + best_id * 256;
-        for (int i = 0; i < G; i++) idx_out[g * G + i] = li[best_qi[i]];
+        for (int k = 0; k < NV; k++)
+            for (int j = 0; j < 4; j++) idx_out[g * G + 4 * k + j] = li[best_q[k][j]];
     }
 }
