@@ -125,9 +125,20 @@ def _group_weights(imp, K):
     return imp.reshape(K // 32, 32) + np.float32(1e-8 * max(float(imp.mean()), 1e-30))
 
 
-def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0):
-    """Learn int8 tables [C, E] from sample groups X [S, 32] (optional weights Wg [S, 32]).
-    Returns (Tables, per-round sample errors)."""
+def _encode_split(X, tables, Wg, pool):
+    """encode() of the sample, in one piece per pool thread (the C loop runs without the GIL)."""
+    k = getattr(pool, "_max_workers", 1) if pool is not None else 1
+    if k <= 1 or len(X) < 1024:
+        return encode(X, tables, Wg)
+    cuts = np.linspace(0, len(X), k + 1).astype(int)
+    parts = list(pool.map(lambda i: encode(X[cuts[i]:cuts[i + 1]], tables,
+                                           None if Wg is None else Wg[cuts[i]:cuts[i + 1]]), range(k)))
+    return tuple(np.concatenate([p[j] for p in parts]) for j in range(4))
+
+
+def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0, pool: Optional[ThreadPoolExecutor] = None):
+    """Learn int8 tables [C, E] from sample groups X [S, 32] (optional weights Wg [S, 32]); pool: encode the
+    sample on it. Returns (Tables, per-round sample errors)."""
     E = ENTRIES[fmt]
     rng = np.random.default_rng(seed)
     mx = _signed_absmax(X)
@@ -153,7 +164,7 @@ def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0):
     tables = Tables(np.array(tabs), fmt)
     errs = []
     for _ in range(rounds):
-        d, ids, idx, err = encode(X, tables, Wg)
+        d, ids, idx, err = _encode_split(X, tables, Wg, pool)
         errs.append(float(err.sum()))
         # centroid update with scales and assignment fixed: c = sum(w d x) / sum(w d^2) per (codebook, entry)
         key = (ids.astype(np.intp)[:, None] * E + idx).ravel()
@@ -163,7 +174,7 @@ def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0):
         old = tables.t.reshape(-1).astype(np.float64)
         new = np.where(den > 0, num / np.maximum(den, 1e-30), old).reshape(C, E)
         tables = Tables(np.array([_to_int8(np.sort(r), fmt) for r in new]), fmt)
-    d, ids, idx, err = encode(X, tables, Wg)
+    d, ids, idx, err = _encode_split(X, tables, Wg, pool)
     errs.append(float(err.sum()))
     return tables, errs
 
@@ -183,33 +194,28 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
     N, K = w.shape
     if not np.all(np.isfinite(w)):
         raise ValueError("weight contains NaN or Inf")
+    if pool is None:
+        with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as ex:
+            return quantize_tensor(w, fmt, C, importance, rounds, sample, shortlist, seed, progress=progress,
+                                   pool=ex)
     X = np.ascontiguousarray(w, dtype=np.float32).reshape(-1, 32)
     n, nb = len(X), K // 32
     imp = _group_weights(importance, K)
     rng = np.random.default_rng(seed)
     sel = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
-    tables, errs = learn_tables(X[sel], fmt, C, None if imp is None else imp[sel % nb], rounds, seed)
+    tables, errs = learn_tables(X[sel], fmt, C, None if imp is None else imp[sel % nb], rounds, seed, pool)
 
     def job(a):
         b = min(a + CHUNK, n)
-        x = X[a:b]
         wg = None if imp is None else imp[np.arange(a, b) % nb]
-        res = encode(x, tables, wg, short=shortlist)
+        d, ids, idx, err = encode(X[a:b], tables, wg, short=shortlist)
+        blocks = make_blocks(d, ids, idx, fmt)              # here: packing runs on the pool too
         if progress:
             progress(b - a)
-        return res
+        return blocks, np.bincount(ids, minlength=C), float(err.sum(dtype=np.float64))
 
-    starts = range(0, n, CHUNK)
-    if pool is not None:
-        parts = list(pool.map(job, starts))
-    else:
-        with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as ex:
-            parts = list(ex.map(job, starts))
-    d = np.concatenate([p[0] for p in parts])
-    ids = np.concatenate([p[1] for p in parts])
-    idx = np.concatenate([p[2] for p in parts])
-    err = np.concatenate([p[3] for p in parts])
-    blocks = make_blocks(d, ids, idx, fmt).reshape(N, nb * BLOCK_BYTES[fmt])
-    usage = np.bincount(ids, minlength=C)
-    stats = {"sample_err_rounds": errs, "err": float(err.sum()), "usage": usage.tolist()}
+    parts = list(pool.map(job, range(0, n, CHUNK)))
+    blocks = np.concatenate([p[0] for p in parts]).reshape(N, nb * BLOCK_BYTES[fmt])
+    usage = sum(p[1] for p in parts)
+    stats = {"sample_err_rounds": errs, "err": sum(p[2] for p in parts), "usage": usage.tolist()}
     return CodebookTensor(fmt, N, K, tables.stored, blocks, stats)
