@@ -177,29 +177,60 @@ AI void gemv_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uin
     }
 }
 
+#define LB_CB_KC 32   /* blocks per activation chunk: 32 x 512 bytes of prepared activations (16 KB, in L1) */
+#define LB_CB_GT 32   /* row groups per accumulator tile */
+
+/* GEMM activation prep for blocks c0..c1-1: each token's 4 octets broadcast to all 4 qwords (the maddubs read
+ * them as memory operands, no broadcast per row group), the token scales as floats and the offsets 64*Σa. */
+AI void cb2_prep_act(const uint8_t *A4, const int16_t *bsums4, int c0, int c1, __m256i a8[][4][4], float das[][4],
+                     int32_t offs[][4]) {
+    for (int b = c0; b < c1; b++) {
+        const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
+        _mm_store_ps(das[b - c0], _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
+        _mm_store_si128((__m128i *)offs[b - c0],
+                        _mm_slli_epi32(_mm_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)(bsums4 + 4 * b))), 6));
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k < 4; k++) a8[b - c0][i][k] = bcast8(ab + 8 + 32 * k + 8 * i);
+    }
+}
+
+/* GEMM: 4 tokens against the row groups of n0..n1, activations prepared once per call per chunk of LB_CB_KC
+ * blocks, row groups in tiles whose accumulators wait on the stack between chunks (each (row, token) still
+ * accumulates its blocks in order). */
 AI void gemm_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uint8_t *A4, const int16_t *bsums4,
                    float *out, size_t ldo, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = 8 * 10;
-    for (int g = n0 / 8; 8 * g < n1; g++) {
-        const uint8_t *sb = W + (size_t)g * nb * sbb;
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int b = 0; b < nb; b++, sb += sbb) {
-            const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
-            __m256i w[8];
-            cb2_lookup(sb, p, w);
-            const __m256 dw = load_dw(sb);
-            float das[4];
-            _mm_storeu_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
-            for (int i = 0; i < 4; i++) {
-                __m256i a[4];
-                for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 + 32 * k + 8 * i);
-                const __m256i isum = u ? _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(64 * bsums4[4 * b + i]))
-                                       : lb_avx2_signed_dot8(w, a);
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(das[i])), acc[i]);
+    __m256i a8[LB_CB_KC][4][4];
+    float das[LB_CB_KC][4] __attribute__((aligned(16)));
+    int32_t offs[LB_CB_KC][4] __attribute__((aligned(16)));
+    __m256 accs[LB_CB_GT][4];
+    const int g1 = (n1 + 7) / 8;
+    for (int gt = n0 / 8; gt < g1; gt += LB_CB_GT) {
+        const int ge = gt + LB_CB_GT < g1 ? gt + LB_CB_GT : g1;
+        for (int c0 = 0; c0 < nb; c0 += LB_CB_KC) {
+            const int c1 = c0 + LB_CB_KC < nb ? c0 + LB_CB_KC : nb;
+            cb2_prep_act(A4, bsums4, c0, c1, a8, das, offs);
+            for (int g = gt; g < ge; g++) {
+                const uint8_t *sb = W + ((size_t)g * nb + c0) * sbb;
+                __m256 acc[4];
+                for (int i = 0; i < 4; i++) acc[i] = c0 ? accs[g - gt][i] : _mm256_setzero_ps();
+                for (int b = 0; b < c1 - c0; b++, sb += sbb) {
+                    __m256i w[8];
+                    cb2_lookup(sb, p, w);
+                    const __m256 dw = load_dw(sb);
+                    for (int i = 0; i < 4; i++) {
+                        const __m256i *a = a8[b][i];
+                        const __m256i isum = u ? _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(offs[b][i]))
+                                               : lb_avx2_signed_dot8(w, a);
+                        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_broadcast_ss(&das[b][i])), acc[i]);
+                    }
+                }
+                for (int i = 0; i < 4; i++) accs[g - gt][i] = acc[i];
             }
         }
-        for (int i = 0; i < 4; i++) store_cols(out + i * ldo, acc[i], g, n1, N);
+        for (int g = gt; g < ge; g++)
+            for (int i = 0; i < 4; i++) store_cols(out + i * ldo, accs[g - gt][i], g, n1, N);
     }
 }
 
@@ -364,31 +395,60 @@ AI void gemv_cb4_s(int small, int K, const uint8_t *W, const cb4_pairs *p, const
     }
 }
 
-/* GEMM with Q8_0x4 activations of chunk 16 (act_B = 16): row i's elements 0..15 and 16..31 are each one
- * 16-byte run, so a token's halves are two broadcast loads. Lookup and |w| once per block for 4 tokens. */
+/* GEMM activation prep for blocks c0..c1-1: each token half broadcast to both lanes, as a and as |a| (the GEMV
+ * form maddubs(|a|, sign(w, a)): sign takes a as a memory operand, maddubs one |a| load per token half), and the
+ * 4 token scales as floats. Q8_0x4 with chunk 16 (act_B = 16): a token half is one 16-byte run. */
+AI void cb4_prep_act(const uint8_t *A4, int c0, int c1, __m256i ab2[][4][4], float das[][4]) {
+    for (int b = c0; b < c1; b++) {
+        const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
+        _mm_store_ps(das[b - c0], _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
+        for (int i = 0; i < 4; i++) {
+            const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 8 + 16 * i)));
+            const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 72 + 16 * i)));
+            ab2[b - c0][i][0] = alo;
+            ab2[b - c0][i][1] = ahi;
+            ab2[b - c0][i][2] = _mm256_abs_epi8(alo);
+            ab2[b - c0][i][3] = _mm256_abs_epi8(ahi);
+        }
+    }
+}
+
+/* GEMM: 4 tokens against the row groups of n0..n1. The activations are prepared once per call (per chunk of
+ * LB_CB_KC blocks, so the buffer stays small and in L1) and read back by plain loads: no broadcast or abs per
+ * row group. Row groups are walked in tiles whose float accumulators live on the stack between chunks; each
+ * (row, token) still accumulates its blocks in order, so the result does not depend on the chunking. */
 AI void gemm_cb4_s(int small, int K, const uint8_t *W, const cb4_pairs *p, const uint8_t *A4, float *out, size_t ldo,
                    int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = 8 * 18;
-    for (int g = n0 / 8; 8 * g < n1; g++) {
-        const uint8_t *sb = W + (size_t)g * nb * sbb;
-        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        for (int b = 0; b < nb; b++, sb += sbb) {
-            const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
-            __m256i w[8], uw[8];
-            cb4_lookup(sb, p, w);
-            for (int k = 0; k < 8; k++) uw[k] = _mm256_sign_epi8(w[k], w[k]);
-            const __m256 dw = load_dw_eo(sb);
-            float das[4] __attribute__((aligned(16)));
-            _mm_store_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
-            for (int i = 0; i < 4; i++) {
-                const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 8 + 16 * i)));
-                const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 72 + 16 * i)));
-                const __m256i isum = cb4_dot_uw(small, uw, w, alo, ahi);
-                acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_set1_ps(das[i])), acc[i]);
+    __m256i ab2[LB_CB_KC][4][4];
+    float das[LB_CB_KC][4] __attribute__((aligned(16)));
+    __m256 accs[LB_CB_GT][4];
+    const int g1 = (n1 + 7) / 8;
+    for (int gt = n0 / 8; gt < g1; gt += LB_CB_GT) {
+        const int ge = gt + LB_CB_GT < g1 ? gt + LB_CB_GT : g1;
+        for (int c0 = 0; c0 < nb; c0 += LB_CB_KC) {
+            const int c1 = c0 + LB_CB_KC < nb ? c0 + LB_CB_KC : nb;
+            cb4_prep_act(A4, c0, c1, ab2, das);
+            for (int g = gt; g < ge; g++) {
+                const uint8_t *sb = W + ((size_t)g * nb + c0) * sbb;
+                __m256 acc[4];
+                for (int i = 0; i < 4; i++) acc[i] = c0 ? accs[g - gt][i] : _mm256_setzero_ps();
+                for (int b = 0; b < c1 - c0; b++, sb += sbb) {
+                    __m256i w[8];
+                    cb4_lookup(sb, p, w);
+                    const __m256 dw = load_dw_eo(sb);
+                    for (int i = 0; i < 4; i++) {
+                        const __m256i *q = ab2[b][i];
+                        const __m256i isum = cb4_dot_ua(small, w, q[0], q[1], q[2], q[3]);
+                        acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_broadcast_ss(&das[b][i])), acc[i]);
+                    }
+                }
+                for (int i = 0; i < 4; i++) accs[g - gt][i] = acc[i];
             }
         }
-        for (int i = 0; i < 4; i++) store_cols_eo(out + i * ldo, acc[i], g, n1, N);
+        for (int g = gt; g < ge; g++)
+            for (int i = 0; i < 4; i++) store_cols_eo(out + i * ldo, accs[g - gt][i], g, n1, N);
     }
 }
 
