@@ -1,7 +1,7 @@
-"""cb4/cb2 GEMM and GEMV over the AVX2 kernels' loop structure: activations prepared in chunks of 32 blocks and row
-groups in tiles of 32 (gemx_cb_avx2.c), so K spans several chunks (the last one partial) and the column range
-several tiles, with n0 > 0 and a partial last group. Exact integer sums against the int64 oracle, on the
-full-range, 7-bit and extreme-value table paths."""
+"""cb4/cb2 GEMM and GEMV over the AVX2 kernels' loop structure (gemx_cb_avx2.c): GEMM activations prepared in
+chunks of 16 or 32 blocks and row groups in tiles of 32, so K spans several chunks (the last one partial) and the
+column range several tiles, with n0 > 0 and a partial last group. Exact integer sums against the int64 oracle, on
+the full-range (regrouped), 7-bit and extreme-value table paths."""
 import numpy as np
 import pytest
 

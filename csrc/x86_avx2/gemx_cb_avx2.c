@@ -395,52 +395,86 @@ AI void gemv_cb4_s(int small, int K, const uint8_t *W, const cb4_pairs *p, const
     }
 }
 
-/* GEMM activation prep for blocks c0..c1-1: each token half broadcast to both lanes, as a and as |a| (the GEMV
- * form maddubs(|a|, sign(w, a)): sign takes a as a memory operand, maddubs one |a| load per token half), and the
- * 4 token scales as floats. Q8_0x4 with chunk 16 (act_B = 16): a token half is one 16-byte run. */
-AI void cb4_prep_act(const uint8_t *A4, int c0, int c1, __m256i ab2[][4][4], float das[][4]) {
+/* cb4 GEMM activation prep for blocks c0..c1-1 into buf (LB_CB_PREP vectors), and the 4 token scales as
+ * floats. Q8_0x4 with chunk 16 (act_B = 16): token i's half n is the 16 bytes at 8 + 64 n + 16 i.
+ * small (7-bit tables): per token, its halves broadcast to both lanes, as a and |a| (4 vectors, for cb4_dot_ua);
+ * full range: per token, its octets k broadcast to all 4 qwords, as a and |a| (8 vectors, for cb4_dot_z).
+ * a is read by sign as a memory operand, |a| by one load (the maddubs' unsigned side). */
+#define LB_CB_PREP 512   /* 16 KB: 32 blocks of 16 vectors or 16 blocks of 32 */
+AI int cb4_prep_act(int small, const uint8_t *A4, int c0, int c1, __m256i *buf, float das[][4]) {
+    const int vpb = small ? 16 : 32;
     for (int b = c0; b < c1; b++) {
         const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
+        __m256i *q = buf + (b - c0) * vpb;
         _mm_store_ps(das[b - c0], _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
-        for (int i = 0; i < 4; i++) {
-            const __m256i alo = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 8 + 16 * i)));
-            const __m256i ahi = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 72 + 16 * i)));
-            ab2[b - c0][i][0] = alo;
-            ab2[b - c0][i][1] = ahi;
-            ab2[b - c0][i][2] = _mm256_abs_epi8(alo);
-            ab2[b - c0][i][3] = _mm256_abs_epi8(ahi);
-        }
+        for (int i = 0; i < 4; i++)
+            for (int k = 0; k < (small ? 2 : 4); k++) {
+                const __m256i a = small ? _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(ab + 8 + 64 * k + 16 * i)))
+                                        : bcast8(ab + 8 + 64 * (k >> 1) + 16 * i + 8 * (k & 1));
+                q[vpb / 4 * i + k] = a;
+                q[vpb / 4 * i + vpb / 8 + k] = _mm256_abs_epi8(a);
+            }
     }
+    return vpb;
+}
+
+/* Full range: the looked-up weights of one block regrouped to 4 rows x 8 bytes per vector, z[2k+h] = octet k of
+ * rows {4h, 4h+2 | 4h+1, 4h+3}: one in-lane 64-bit unpack per vector, rows 2v and 2v+2 of a lane meet. Then 4
+ * vectors share their rows, as in the 8x8 kernels, and a token's 8 row sums need 1 hadd instead of 3 (cb4_dot_z);
+ * the unpacks are paid once per block for the 4 tokens. (For 7-bit tables, whose octet pairs add in int16 anyway,
+ * the regrouping and the twice larger activation prep did not pay: same speed at K = 2048, -2% at K = 5632.) */
+AI void cb4_regroup(const __m256i w[8], __m256i z[8]) {
+    for (int h = 0; h < 2; h++)
+        for (int n = 0; n < 2; n++) {   /* n: low (elements 0..15) or high (16..31) nibbles */
+            const __m256i x = w[4 * h + n], y = w[4 * h + 2 + n];   /* row pairs v = 2h, 2h+1 */
+            z[2 * (2 * n) + h] = _mm256_unpacklo_epi64(x, y);
+            z[2 * (2 * n + 1) + h] = _mm256_unpackhi_epi64(x, y);
+        }
+}
+
+/* One token's 8 row sums (EO order) from the regrouped full-range weights, q = the token's 4 octets then their
+ * |a|: maddubs(|a|, sign(w, a)), each pair widened by madd, the two row halves meet in one hadd. */
+AI __m256i cb4_dot_z(const __m256i z[8], const __m256i *q) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s[2];
+    for (int h = 0; h < 2; h++) {
+        __m256i m[4];
+        for (int k = 0; k < 4; k++)
+            m[k] = _mm256_madd_epi16(_mm256_maddubs_epi16(q[4 + k], _mm256_sign_epi8(z[2 * k + h], q[k])), ones);
+        s[h] = _mm256_add_epi32(_mm256_add_epi32(m[0], m[1]), _mm256_add_epi32(m[2], m[3]));
+    }
+    return _mm256_hadd_epi32(s[0], s[1]);
 }
 
 /* GEMM: 4 tokens against the row groups of n0..n1. The activations are prepared once per call (per chunk of
- * LB_CB_KC blocks, so the buffer stays small and in L1) and read back by plain loads: no broadcast or abs per
- * row group. Row groups are walked in tiles whose float accumulators live on the stack between chunks; each
- * (row, token) still accumulates its blocks in order, so the result does not depend on the chunking. */
+ * 16 KB, so the buffer stays in L1) and read back by plain loads: no broadcast or abs per row group. Row groups
+ * are walked in tiles whose float accumulators wait on the stack between chunks; each (row, token) still
+ * accumulates its blocks in order, so the result does not depend on the chunking. */
 AI void gemm_cb4_s(int small, int K, const uint8_t *W, const cb4_pairs *p, const uint8_t *A4, float *out, size_t ldo,
                    int n0, int n1, int N) {
-    const int nb = K / LB_QK;
+    const int nb = K / LB_QK, kc = LB_CB_PREP / (small ? 16 : 32);
     const size_t sbb = 8 * 18;
-    __m256i ab2[LB_CB_KC][4][4];
-    float das[LB_CB_KC][4] __attribute__((aligned(16)));
+    __m256i buf[LB_CB_PREP];
+    float das[LB_CB_PREP / 16][4] __attribute__((aligned(16)));
     __m256 accs[LB_CB_GT][4];
     const int g1 = (n1 + 7) / 8;
     for (int gt = n0 / 8; gt < g1; gt += LB_CB_GT) {
         const int ge = gt + LB_CB_GT < g1 ? gt + LB_CB_GT : g1;
-        for (int c0 = 0; c0 < nb; c0 += LB_CB_KC) {
-            const int c1 = c0 + LB_CB_KC < nb ? c0 + LB_CB_KC : nb;
-            cb4_prep_act(A4, c0, c1, ab2, das);
+        for (int c0 = 0; c0 < nb; c0 += kc) {
+            const int c1 = c0 + kc < nb ? c0 + kc : nb;
+            const int vpb = cb4_prep_act(small, A4, c0, c1, buf, das);
             for (int g = gt; g < ge; g++) {
                 const uint8_t *sb = W + ((size_t)g * nb + c0) * sbb;
                 __m256 acc[4];
                 for (int i = 0; i < 4; i++) acc[i] = c0 ? accs[g - gt][i] : _mm256_setzero_ps();
                 for (int b = 0; b < c1 - c0; b++, sb += sbb) {
-                    __m256i w[8];
+                    __m256i w[8], z[8];
                     cb4_lookup(sb, p, w);
+                    if (!small) cb4_regroup(w, z);
                     const __m256 dw = load_dw_eo(sb);
                     for (int i = 0; i < 4; i++) {
-                        const __m256i *q = ab2[b][i];
-                        const __m256i isum = cb4_dot_ua(small, w, q[0], q[1], q[2], q[3]);
+                        const __m256i *q = buf + b * vpb + vpb / 4 * i;
+                        const __m256i isum = small ? cb4_dot_ua(1, w, q[0], q[1], q[2], q[3]) : cb4_dot_z(z, q);
                         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_broadcast_ss(&das[b][i])), acc[i]);
                     }
                 }
