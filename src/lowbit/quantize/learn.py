@@ -18,7 +18,9 @@ from ..formats.cb import BLOCK_BYTES, ENTRIES, MAX_TABLES, TABLE_RANGE, dequanti
 from .encode import Tables, encode
 
 CHUNK = 8192            # groups per thread-pool task (fits L2 with the temporaries)
-HIST_BINS = 1024        # resolution of the 1-D k-means (value histogram over [-128, 128))
+HIST_BINS = 1024
+LEARN_SHORT = 4         # learning rounds fit the 4 best codebooks per group after the no-refit pass: as good as
+                        # fitting all 16 (docs/codebooks.md "Learning"), 2.5x cheaper        # resolution of the 1-D k-means (value histogram over [-128, 128))
 
 
 @dataclass
@@ -129,10 +131,11 @@ def _encode_split(X, tables, Wg, pool):
     """encode() of the sample, in one piece per pool thread (the C loop runs without the GIL)."""
     k = getattr(pool, "_max_workers", 1) if pool is not None else 1
     if k <= 1 or len(X) < 1024:
-        return encode(X, tables, Wg)
+        return encode(X, tables, Wg, short=LEARN_SHORT)
     cuts = np.linspace(0, len(X), k + 1).astype(int)
     parts = list(pool.map(lambda i: encode(X[cuts[i]:cuts[i + 1]], tables,
-                                           None if Wg is None else Wg[cuts[i]:cuts[i + 1]]), range(k)))
+                                           None if Wg is None else Wg[cuts[i]:cuts[i + 1]], short=LEARN_SHORT),
+                          range(k)))
     return tuple(np.concatenate([p[j] for p in parts]) for j in range(4))
 
 
@@ -180,12 +183,13 @@ def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0, pool: Optional[ThreadPool
 
 
 def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Optional[np.ndarray] = None,
-                    rounds: int = 4, sample: int = 4096, shortlist: int = 2, seed: int = 0,
+                    rounds: int = 16, sample: int = 4096, shortlist: Optional[int] = None, seed: int = 0,
                     threads: Optional[int] = None, progress: Optional[Callable[[int], None]] = None,
                     pool: Optional[ThreadPoolExecutor] = None) -> CodebookTensor:
     """Learn C codebooks for a float [N, K] tensor and encode it. importance: per-input-column weights [K]
     (mean squared activations), or None. shortlist: codebooks fully fitted per group in the final pass, the
-    best after one no-refit assignment with each codebook (0 = fit all). Defaults: docs/codebooks.md."""
+    best after one no-refit assignment with each codebook (0 = fit all; None: 0 if C <= 4 else 2).
+    Defaults: docs/codebooks.md "Learning"."""
     if fmt not in ENTRIES:
         raise ValueError(f"unknown codebook format {fmt!r}; use cb4 or cb2")
     if not isinstance(C, (int, np.integer)) or not 1 <= C <= MAX_TABLES:
@@ -194,6 +198,8 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
     N, K = w.shape
     if not np.all(np.isfinite(w)):
         raise ValueError("weight contains NaN or Inf")
+    if shortlist is None:
+        shortlist = 0 if C <= 4 else 2
     if pool is None:
         with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as ex:
             return quantize_tensor(w, fmt, C, importance, rounds, sample, shortlist, seed, progress=progress,
