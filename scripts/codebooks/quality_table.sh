@@ -3,6 +3,8 @@
 # usage: scripts/codebooks/quality_table.sh stories|smol [ROW ...]
 #   env: CHUNKS (default: all for stories, 64 for smol), D (work dir, default /tmp/qt), W (text), SMOL (Q4_1 GGUF)
 #   rows: f32 (PPL of the reference; skip it: the first KLD row prints it too) q8_0 q4_0 iq4_nl Q4_K_M Q2_K cb4:C cb2:C  (default: all of them, cb4 C=1,4,8,16, cb2 C=4,16)
+#         cb4:C:calib, cb2:C:calib, mix:NAME:calib = the same with importance weights from --calib $CALIB
+#           (env CALIB, default /tmp/sp/sentencepiece-0.2.3/test/botchan.txt: docs/codebooks.md "Calibration text")
 #         mix:NAME = lowbit quantize --format cb2 --keep-cb4 PATTERNS (cb4 C=16 on the matching tensors), NAME:
 #           gu = cb2 on ffn_gate + ffn_up, cb4 elsewhere;  up = cb2 on ffn_up only
 # Then: python scripts/codebooks/render_table.py $D/<model>_<chunks>.json  (the markdown table)
@@ -26,16 +28,22 @@ rows=${*:-f32 q8_0 q4_0 iq4_nl Q4_K_M Q2_K cb4:1 cb4:4 cb4:8 cb4:16 cb2:4 cb2:16
 chunk_arg=; [ "$CHUNKS" != 0 ] && chunk_arg="--chunks $CHUNKS"
 J=$D/${model}_${CHUNKS}.json
 for row in $rows; do
-  IFS=: read fmt C <<< "$row"
-  out=$D/${model}_${fmt}${C:+_$C}.gguf
+  IFS=: read fmt C cal <<< "$row"
+  out=$D/${model}_${fmt}${C:+_$C}${cal:+_$cal}.gguf
+  calarg=
+  if [ "$cal" = calib ]; then
+    CALIB=${CALIB:-/tmp/sp/sentencepiece-0.2.3/test/botchan.txt}
+    [ -f "$CALIB" ] || { echo "calibration text $CALIB not found (docs/codebooks.md: Calibration text)"; exit 2; }
+    calarg="--calib $CALIB"
+  elif [ -n "$cal" ]; then echo "unknown row suffix :$cal (only :calib)"; exit 2; fi
   t0=$(date +%s)
   case $fmt in
     f32) out=$M ;;
     Q4_K_M|Q2_K) [ -f $out ] || $PEER_PY scripts/codebooks/llama_quantize.py $F32 $out $fmt --keep-embd > $out.log 2>&1 ;;
     mix) case $C in gu) keep='*.attn_*,*.ffn_down.*' ;; up) keep='*.attn_*,*.ffn_gate.*,*.ffn_down.*' ;;
            *) echo "unknown mix $C"; exit 2 ;; esac
-         [ -f $out ] || python -m lowbit.cli quantize $M --format cb2 --keep-cb4 "$keep" -o $out 2>/dev/null | tail -2 ;;
-    *) args="--format $fmt"; [ -n "$C" ] && args="$args --codebooks $C"
+         [ -f $out ] || python -m lowbit.cli quantize $M --format cb2 --keep-cb4 "$keep" $calarg -o $out 2>/dev/null | tail -2 ;;
+    *) args="--format $fmt $calarg"; [ -n "$C" ] && args="$args --codebooks $C"
        [ -f $out ] || python -m lowbit.cli quantize $M $args -o $out 2>/dev/null | tail -2 ;;
   esac
   t1=$(date +%s)
