@@ -5,17 +5,22 @@
  * cb4: every row may use a different 16-entry table, and PSHUFB looks up one table per 128-bit lane. With
  * 16-byte chunks one ymm of codes is rows 2v, 2v+1, a whole row per lane, so no regrouping is needed; the
  * lane pair's two tables are one load from an array of all 256 table pairs. Low nibbles are elements 0..15,
- * high nibbles 16..31, dotted against the activation halves broadcast to both lanes (GEMV: maddubs(|a|,
- * sign(w, a)); GEMM: maddubs(|w|, sign(a, w)), |w| once per block for 4 tokens). When all tables lie in
- * [-64, 64] the two halves' products add in int16 before one madd. Three hadd levels leave the row sums
- * in lane order EO = [0,2,4,6,1,3,5,7]. GEMM takes Q8_0x4 activations with 16-byte chunks (act_B = 16).
+ * high nibbles 16..31, dotted against the activation halves broadcast to both lanes as maddubs(|a|, sign(w, a)).
+ * When all tables lie in [-64, 64] the two halves' products add in int16 before one madd. Three hadd levels
+ * leave the row sums in lane order EO = [0,2,4,6,1,3,5,7]. GEMM takes Q8_0x4 activations with 16-byte chunks
+ * (act_B = 16); for full-range tables it regroups the looked-up weights once per block to 4 rows x 8 bytes per
+ * vector (one hadd per token instead of three).
  * cb2: 4 entries per table; a lane holds 2 rows x 8 code bytes, so its PSHUFB table is the two rows' tables
  * (entries 0..3 and 4..7, one load from an array of all 256 pairs) and the second row's index gets +4. The
  * layout then matches iq4_nl's (elements 8k..8k+7 of rows 4h..4h+3 per ymm); with tables in [-64, 63] (what
  * the learner emits) the pairs hold entries + 64 and maddubs(w + 64, a) runs without sign ops (-64*Σa folded
  * per block), else the signed dot of signed_dot.h. Row sums in lane order PERM = [0,1,4,5,2,3,6,7].
  * GEMV runs two row groups per block step: they share the activation loads and the per-call tables of
- * activation scales and offsets (as gemx_8x8_avx2.c does). */
+ * activation scales and offsets (as gemx_8x8_avx2.c does). GEMM prepares the 4 tokens' activations once per
+ * call (broadcast, |a|, scales, offsets; 16 KB chunks) and walks row groups in tiles with stack accumulators.
+ * Measured costs on this Zen1-class core (TSC cycles per ymm op, independent chains): maddubs and madd 1.6 (one
+ * port), hadd 2.4, cvtdq2ps 1.6, 16-bit shift 1.6, unpack 0.8-1.15, sign and pshufb 0.8, add 0.54: moving work
+ * between the multiply port and the other ports (biased tables, shift-based widening) lost in every trial. */
 #ifndef __AVX2__
 #error "this file must be compiled with -mavx2 -mfma -mf16c"
 #endif
@@ -54,7 +59,7 @@ static int cb2_build_pairs(const int8_t *aux, cb2_pairs *p) {
     return u;
 }
 
-/* The pair arrays are a pure function of the 256 aux bytes. linear.c calls GEMM once per 8 columns x 4 tokens,
+/* The pair arrays are a pure function of the 256 aux bytes. linear.c calls GEMM once per weight panel x 4 tokens,
  * so rebuilding them per call would cost as much as the work; each thread keeps its last build, reused while
  * the aux bytes are the same (compared in full, so a reused address with new tables is rebuilt). */
 #define LB_PAIR_CACHE(fmt, T, build)                                                                        \
@@ -255,10 +260,9 @@ void gemm_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_
  * regrouping. The table pair of rows (2v, 2v+1) is one aligned 32-byte load from a per-call array of all
  * 16 x 16 pairs (8 KB), indexed by the two scale words' id bits. Row sums come out in lane order
  * EO = [0,2,4,6,1,3,5,7].
- * The limit here is the multiply port (one 128-bit maddubs/madd per cycle on this Zen1-class core), so the
- * schedule minimises maddubs + madd: with every entry in [-64, 64] ("small", 7-bit tables) a maddubs pair is
- * <= 2*64*127, so the low- and high-nibble products add in int16 and one madd widens both (12 multiplies
- * per 8 rows instead of 16). */
+ * Both the multiply port (maddubs/madd) and the other vector ports are near full, so the schedule minimises
+ * all ops: with every entry in [-64, 64] ("small", 7-bit tables) a maddubs pair is <= 2*64*127, so the low- and
+ * high-nibble products add in int16 and one madd widens both (12 multiplies per 8 rows instead of 16). */
 
 typedef struct { __m256i t[256]; } cb4_pairs;   /* t[16a + b]: table a in lane 0, table b in lane 1 */
 
@@ -309,22 +313,13 @@ AI __m256i cb4_reduce(int small, const __m256i plo[4], const __m256i phi[4]) {
     return _mm256_hadd_epi32(_mm256_hadd_epi32(s[0], s[1]), _mm256_hadd_epi32(s[2], s[3]));
 }
 
-/* GEMV form: maddubs(|a|, sign(w, a)), |a| (ulo, uhi) taken once per block for both row groups. */
+/* maddubs(|a|, sign(w, a)): GEMV with |a| (ulo, uhi) once per block for both row groups; 7-bit GEMM with
+ * a and |a| prepared once per call. */
 AI __m256i cb4_dot_ua(int small, const __m256i w[8], __m256i alo, __m256i ahi, __m256i ulo, __m256i uhi) {
     __m256i plo[4], phi[4];
     for (int v = 0; v < 4; v++) {
         plo[v] = _mm256_maddubs_epi16(ulo, _mm256_sign_epi8(w[2 * v], alo));
         phi[v] = _mm256_maddubs_epi16(uhi, _mm256_sign_epi8(w[2 * v + 1], ahi));
-    }
-    return cb4_reduce(small, plo, phi);
-}
-
-/* GEMM form: maddubs(|w|, sign(a, w)), |w| (uw) taken once per block for the 4 tokens. */
-AI __m256i cb4_dot_uw(int small, const __m256i uw[8], const __m256i w[8], __m256i alo, __m256i ahi) {
-    __m256i plo[4], phi[4];
-    for (int v = 0; v < 4; v++) {
-        plo[v] = _mm256_maddubs_epi16(uw[2 * v], _mm256_sign_epi8(alo, w[2 * v]));
-        phi[v] = _mm256_maddubs_epi16(uw[2 * v + 1], _mm256_sign_epi8(ahi, w[2 * v + 1]));
     }
     return cb4_reduce(small, plo, phi);
 }
