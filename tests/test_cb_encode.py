@@ -1,10 +1,10 @@
 """The C group encoder (csrc/ops/cb_encode.c) against the numpy reference (quantize/encode.py).
 
 Both run the same float32 operations in the same order (the numpy sums use the C loop's halving order), so
-they should agree bit for bit; the check still allows a tiny share of near-ties (a compiler that fuses a
-multiply-add would move a sum by an ulp, flipping a scale rounding or a codebook choice) and requires that C is
-never worse there beyond float32 rounding. Every returned error is also re-checked in float64 from the
-returned (scale, id, indices)."""
+they agree bit for bit, which compare() asserts last. Before that it runs the looser checks that would still
+hold if a compiler fused a multiply-add (an ulp off in a sum can flip a scale rounding or a codebook choice):
+a tiny share of near-ties, where C is never worse beyond float32 rounding. Every returned error is also
+re-checked in float64 from the returned (scale, id, indices)."""
 import numpy as np
 import pytest
 
@@ -65,6 +65,9 @@ def compare(x, tabs, w, short, refits=2):
     assert (~fin).sum() <= (~np.isfinite(a[3])).sum()
     ref = true_err(x[fin], None if w is None else w[fin], tabs, *(o[fin] for o in b[:3]))
     assert np.all(np.abs(b[3][fin] - ref) <= 1e-4 * ref + 1e-10 * energy[fin] + 1e-37)
+    # with GCC / clang (no fused multiply-adds, cb_encode.c's pragma) the two are bit-identical: check it
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(u, v)
     return same
 
 
@@ -82,6 +85,30 @@ def test_c_matches_numpy(fmt, C, weighted):
             compare(x, tabs, w, short)
         compare(x, tabs, w, 0, refits=0)
         compare(x, tabs, w, 1, refits=5)
+
+
+@pytest.mark.parametrize("fmt", ["cb4", "cb2"])
+def test_scale_rounding_matches_round_scale(fmt):
+    """A table whose signed extreme entry is 1 and no refit: the returned scale is the stored-grid rounding of
+    the group's signed absmax, so the C rounding (fast bit path and fp16 fallback) is checked directly against
+    formats.cb.round_scale, including exact midpoints between grid points (ties go to the smaller magnitude)."""
+    from lowbit.formats.cb import round_scale
+    rng = np.random.default_rng(5)
+    E = 16 if fmt == "cb4" else 4
+    tabs = Tables(np.array([[-1] + [0] * (E - 2) + [1]], np.int8), fmt)
+    grid = round_scale(np.float32(10.0) ** rng.uniform(-9, 4.8, 4000).astype(np.float32))
+    grid = grid[(grid > 0) & (grid < 65000)]
+    nxt = np.nextafter(grid.astype(np.float16), np.float16(np.inf)).astype(np.float32)  # one fp16 ulp up
+    step = (nxt - grid) * 16                                              # one grid step (6-bit mantissa)
+    m = np.concatenate([grid + step / 2, grid + step / 2 * np.float32(1 + 2 ** -20), grid - step / 64,
+                        np.float32(10.0) ** rng.uniform(-10, 4.8, 4000).astype(np.float32),
+                        np.float32([6.1e-5, 6.104e-5, 2 ** -14, 65279, 65280, 65290, 65504, 65519, 0])])
+    m = np.concatenate([m, -m]).astype(np.float32)
+    x = np.zeros((len(m), 32), np.float32)
+    x[:, 7] = m
+    d = encode(x, tabs, refits=0)[0]
+    np.testing.assert_array_equal(d, round_scale(m))
+    assert np.sum(round_scale(m) != round_scale(np.nextafter(m, np.float32(0)))) > 100    # ties were exercised
 
 
 def test_zero_and_constant_groups_exact():
