@@ -6,7 +6,8 @@
 #         cb4:C:calib, cb2:C:calib, mix:NAME:calib = the same with importance weights from --calib $CALIB
 #           (env CALIB, default /tmp/sp/sentencepiece-0.2.3/test/botchan.txt: docs/codebooks.md "Calibration text")
 #         mix:NAME = lowbit quantize --format cb2 --keep-cb4 PATTERNS (cb4 C=16 on the matching tensors), NAME:
-#           gu = cb2 on ffn_gate + ffn_up, cb4 elsewhere;  up = cb2 on ffn_up only
+#           gu = cb2 on ffn_gate + ffn_up, cb4 elsewhere;  up = cb2 on ffn_up only;
+#           qkv = cb2 on attn_q/k/v only (15.6% of SmolLM2's weights: 4.19 bpw, under llama.cpp Q2_K's 4.23)
 # Then: python scripts/codebooks/render_table.py $D/<model>_<chunks>.json  (the markdown table)
 # Files: the reference is stories260K's F32 GGUF / SmolLM2's shipped Q4_1 run as F32. lowbit rows come from
 # `lowbit quantize` of that file; Q4_K_M/Q2_K from llama.cpp's quantizer (llama-cpp-python, the `peer` extra,
@@ -41,6 +42,7 @@ for row in $rows; do
     f32) out=$M ;;
     Q4_K_M|Q2_K) [ -f $out ] || $PEER_PY scripts/codebooks/llama_quantize.py $F32 $out $fmt --keep-embd > $out.log 2>&1 ;;
     mix) case $C in gu) keep='*.attn_*,*.ffn_down.*' ;; up) keep='*.attn_*,*.ffn_gate.*,*.ffn_down.*' ;;
+                 qkv) keep='*.attn_output.*,*.ffn_*' ;;
            *) echo "unknown mix $C"; exit 2 ;; esac
          [ -f $out ] || python -m lowbit.cli quantize $M --format cb2 --keep-cb4 "$keep" $calarg -o $out 2>/dev/null | tail -2 ;;
     *) args="--format $fmt $calarg"; [ -n "$C" ] && args="$args --codebooks $C"
