@@ -38,6 +38,17 @@ def main(paths):
             runs = {("f32", r["n_chunks"]): dict(model="f32", path=r["path"], ppl=r["ref_ppl"][0],
                                                  ppl_err=r["ref_ppl"][1], n_chunks=r["n_chunks"], kld=None,
                                                  bpw={"bpw": 32.0, "types": {"F32": "all"}}), **runs}
+    order = ["f32", "q8_0", "q4_0", "iq4_nl", "Q4_K_M", "Q2_K"]
+
+    def rank(k):   # reference, baselines, then cb4 by C, cb2 by C, mixtures; calibrated variants after their row
+        label = k[0]
+        base, cal = (label[:-6], 1) if label.endswith(":calib") else (label, 0)
+        fmt, _, C = base.partition(":")
+        if base in order:
+            return (order.index(base), 0, cal, k[1])
+        group = {"cb4": 1, "cb2": 2}.get(fmt, 3)
+        return (len(order) + group, int(C) if C.isdigit() else 0, cal, k[1])
+    runs = dict(sorted(runs.items(), key=lambda kv: rank(kv[0])))
     print("| format | C | blk matrix types | bpw | PPL | mean KLD | same top-1 | chunks | s |")
     print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in runs.values():
