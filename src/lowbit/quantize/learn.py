@@ -18,9 +18,10 @@ from ..formats.cb import BLOCK_BYTES, ENTRIES, MAX_TABLES, TABLE_RANGE, dequanti
 from .encode import Tables, encode
 
 CHUNK = 8192            # groups per thread-pool task (fits L2 with the temporaries)
-HIST_BINS = 1024
+HIST_BINS = 1024        # resolution of the 1-D k-means (value histogram over [-128, 128))
 LEARN_SHORT = 4         # learning rounds fit the 4 best codebooks per group after the no-refit pass: as good as
-                        # fitting all 16 (docs/codebooks.md "Learning"), 2.5x cheaper        # resolution of the 1-D k-means (value histogram over [-128, 128))
+                        # fitting all 16 (docs/codebooks.md "Learning"), 2.5x cheaper
+SPLIT = 1024            # sample groups per pool task while learning
 
 
 @dataclass
@@ -128,14 +129,12 @@ def _group_weights(imp, K):
 
 
 def _encode_split(X, tables, Wg, pool):
-    """encode() of the sample, in one piece per pool thread (the C loop runs without the GIL)."""
-    k = getattr(pool, "_max_workers", 1) if pool is not None else 1
-    if k <= 1 or len(X) < 1024:
+    """encode() of the sample in SPLIT-group pieces on the pool (the C loop runs without the GIL; each group is
+    encoded independently, so the pieces give the same result as one call)."""
+    if pool is None or len(X) <= SPLIT:
         return encode(X, tables, Wg, short=LEARN_SHORT)
-    cuts = np.linspace(0, len(X), k + 1).astype(int)
-    parts = list(pool.map(lambda i: encode(X[cuts[i]:cuts[i + 1]], tables,
-                                           None if Wg is None else Wg[cuts[i]:cuts[i + 1]], short=LEARN_SHORT),
-                          range(k)))
+    parts = list(pool.map(lambda a: encode(X[a:a + SPLIT], tables, None if Wg is None else Wg[a:a + SPLIT],
+                                           short=LEARN_SHORT), range(0, len(X), SPLIT)))
     return tuple(np.concatenate([p[j] for p in parts]) for j in range(4))
 
 
