@@ -1,7 +1,7 @@
 """cb4/cb2 GEMM and GEMV over the AVX2 kernels' loop structure (gemx_cb_avx2.c): GEMM activations prepared in
 chunks of 16 or 32 blocks and row groups in tiles of 32, so K spans several chunks (the last one partial) and the
 column range several tiles, with n0 > 0 and a partial last group. Exact integer sums against the int64 oracle, on
-the full-range (regrouped), 7-bit and extreme-value table paths."""
+the full-range (regrouped), 7-bit, [-16, 16] (cb2's narrow path) and extreme-value table paths."""
 import numpy as np
 import pytest
 
@@ -35,6 +35,8 @@ def _tables(fmt, rng):
     yield "full int8", rng.integers(-127, 128, (16, E))
     yield "7-bit", rng.integers(-64, 64, (16, E))
     yield "+-64 only", rng.choice([-64, 64], (16, E))
+    yield "[-16, 16] (cb2 narrow path)", rng.integers(-16, 17, (16, E))
+    yield "+-16 only", rng.choice([-16, 16], (16, E))
 
 
 @pytest.mark.parametrize("k", CB_KERNELS)
@@ -57,15 +59,15 @@ def test_exact_sums_across_chunks_and_tiles(k, gemm):
 
 @pytest.mark.parametrize("k", CB_KERNELS)
 def test_gemm_extremes_over_chunks(k):
-    """Weights all at +-64 or +-127 and activations all at +-127 over 33 blocks: the largest int16 partials of
-    each path, in every chunk."""
+    """Weights all at the ends of each path's table range (+-16 narrow, +-64, +-127) and activations all at
+    +-127 over 33 blocks: the largest int16 partials of each path, in every chunk."""
     rng = np.random.default_rng(5)
     R = k["R"]
     N, K = 4 * R, 33 * 32
     E = cb.ENTRIES[k["format"]]
-    for v in (64, 127):
+    for v, lo in ((16, -16), (17, -16), (17, -17), (64, -64), (127, -127)):
         for sign in (1, -1):
-            w = _W(k, N, K, np.array([[v] * E, [-v] * E]), rng)
+            w = _W(k, N, K, np.array([[v] * E, [lo] * E]), rng)
             a = Acts(4, K, rng, unit_scales=True)
             a.q[:] = 127 * sign
             a.int_vals = a.q.astype(np.int64).reshape(4, K)

@@ -187,6 +187,14 @@ def _id_cases(fmt, N, nb, rng):
     t7 = rng.integers(-64, 64, (16, 16))
     t7[0, 0] = -65
     yield "one entry -65", t7, ids16
+    # cb2 tables in [-16, 16] take the narrow path (entries + 16, q4_0's int16 schedule); 17 or -17 must not
+    yield "C=16 tables in [-16, 16]", rng.integers(-16, 17, (16, 16)), ids16
+    t5 = rng.integers(-16, 17, (16, 16))
+    t5[3, 2] = 17
+    yield "one entry 17", t5, ids16
+    t5 = rng.integers(-16, 17, (16, 16))
+    t5[9, 1] = -17
+    yield "one entry -17", t5, ids16
 
 
 @pytest.mark.parametrize("k", CB_KERNELS)
@@ -205,12 +213,13 @@ def test_exact_sums_on_every_table_path(k, gemm):
 @pytest.mark.parametrize("gemm", [False, True], ids=["gemv", "gemm"])
 def test_exact_sums_at_the_int16_bounds(k, gemm):
     """Every weight at +-v and every activation at +-127: the largest int16 partial sums each table range
-    allows (AVX2 adds products in int16 only when the tables are narrow enough; 65 must take the wide path)."""
+    allows (AVX2 adds products in int16 only when the tables are narrow enough; 65 must take the wide path, 17
+    not cb2's narrow one)."""
     rng = np.random.default_rng(11)
     N, K = 16, 64
-    for v in (63, 64, 65, 127):
+    for v, lo in ((16, -16), (17, -16), (17, -17), (63, -63), (64, -64), (65, -65), (127, -127)):
         for sign in (1, -1):
-            tables = np.array([[v] * 16, [-v] * 16])
+            tables = np.array([[v] * 16, [lo] * 16])
             w = _W(k, N, K, tables, rng.integers(0, 2, (N, K // 32)).astype(np.uint8), rng)
             a = Acts(4 if gemm else 1, K, rng, unit_scales=True)
             a.q[:] = 127 * sign

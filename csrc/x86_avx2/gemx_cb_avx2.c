@@ -43,20 +43,25 @@ AI int32_t ld32(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
 typedef struct { __m128i t[256]; } cb2_pairs;   /* t[16a + b] = [table a entries 0..3, table b entries 0..3, 0] */
 
-/* Fills the pair array; returns 1 (and stores entries + 64) when every entry 0..3 lies in [-64, 63]. */
+/* Fills the pair array and returns the dot path it was built for (entries 0..3 of all 16 tables):
+ * CB2_NARROW when all lie in [-16, 16] (stores entries + 16: q4_0's schedule, the 4 octets add in int16),
+ * CB2_BIASED when all lie in [-64, 63] (stores entries + 64), else CB2_SIGNED (entries as they are). */
+enum { CB2_SIGNED = 0, CB2_BIASED = 1, CB2_NARROW = 2 };
 static int cb2_build_pairs(const int8_t *aux, cb2_pairs *p) {
-    __m128i out = _mm_setzero_si128();
+    __m128i out7 = _mm_setzero_si128(), out5 = _mm_setzero_si128();
     for (int i = 0; i < 4; i++) {
         const __m128i t = _mm_setr_epi32(ld32(aux + 64 * i), ld32(aux + 64 * i + 16), ld32(aux + 64 * i + 32),
                                          ld32(aux + 64 * i + 48));
-        out = _mm_or_si128(out, _mm_or_si128(_mm_cmpgt_epi8(t, _mm_set1_epi8(63)), _mm_cmplt_epi8(t, _mm_set1_epi8(-64))));
+        out7 = _mm_or_si128(out7, _mm_or_si128(_mm_cmpgt_epi8(t, _mm_set1_epi8(63)), _mm_cmplt_epi8(t, _mm_set1_epi8(-64))));
+        out5 = _mm_or_si128(out5, _mm_or_si128(_mm_cmpgt_epi8(t, _mm_set1_epi8(16)), _mm_cmplt_epi8(t, _mm_set1_epi8(-16))));
     }
-    const int u = _mm_testz_si128(out, out);
-    const __m128i bias = _mm_set_epi64x(0, u ? 0x4040404040404040ll : 0);
+    const int path = _mm_testz_si128(out5, out5) ? CB2_NARROW : _mm_testz_si128(out7, out7) ? CB2_BIASED : CB2_SIGNED;
+    const __m128i bias = _mm_set_epi64x(0, path == CB2_NARROW ? 0x1010101010101010ll
+                                          : path == CB2_BIASED ? 0x4040404040404040ll : 0);
     for (int a = 0; a < 16; a++)
         for (int b = 0; b < 16; b++)
             p->t[16 * a + b] = _mm_add_epi8(_mm_setr_epi32(ld32(aux + 16 * a), ld32(aux + 16 * b), 0, 0), bias);
-    return u;
+    return path;
 }
 
 /* The pair arrays are a pure function of the 256 aux bytes. linear.c calls GEMM once per weight panel x 4 tokens,
@@ -112,6 +117,32 @@ AI __m256i cb2_dot_u0(const __m256i w[8], const __m256i a[4]) {
     return _mm256_hadd_epi32(s[0], s[1]);
 }
 
+/* cb2 dot on the narrow path (tables + 16, all in [0, 32]): the 4 octets' maddubs add in int16 as in q4_0
+ * (each lane <= 4 * 2 * 32 * 127 = 32512), then one madd per row half: 10 multiplies per block instead of 16.
+ * The caller subtracts 16 * Σa. */
+AI __m256i cb2_dot_n(const __m256i w[8], const __m256i a[4]) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s[2];
+    for (int h = 0; h < 2; h++)
+        s[h] = _mm256_madd_epi16(_mm256_add_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(w[h], a[0]),
+                                                                   _mm256_maddubs_epi16(w[2 + h], a[1])),
+                                                  _mm256_add_epi16(_mm256_maddubs_epi16(w[4 + h], a[2]),
+                                                                   _mm256_maddubs_epi16(w[6 + h], a[3]))),
+                                 ones);
+    return _mm256_hadd_epi32(s[0], s[1]);
+}
+
+/* Integer row sums (PERM order) of looked-up weights against one token's octets on path u; off = the bias
+ * times Σa (ignored on the signed path). */
+AI __m256i cb2_dot(int u, const __m256i w[8], const __m256i a[4], __m256i off) {
+    if (u == CB2_NARROW) return _mm256_sub_epi32(cb2_dot_n(w, a), off);
+    if (u == CB2_BIASED) return _mm256_sub_epi32(cb2_dot_u0(w, a), off);
+    return lb_avx2_signed_dot8(w, a);
+}
+
+/* log2 of the bias folded into the offsets: entries + 16 (narrow) or + 64 (biased). */
+#define CB2_SHIFT(u) ((u) == CB2_NARROW ? 4 : 6)
+
 /* PERM lane order -> rows 0..7 (a 64-bit pair swap), then store the valid columns. */
 AI void store_cols(float *out, __m256 acc, int g, int n1, int N) {
     acc = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(acc), 0xD8));
@@ -135,19 +166,19 @@ AI __m256 load_dw(const uint8_t *sb) {
 AI __m256i cb2_gemv_isum(int u, const uint8_t *sb, const cb2_pairs *p, const __m256i a[4], int32_t off) {
     __m256i w[8];
     cb2_lookup(sb, p, w);
-    return u ? _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(off)) : lb_avx2_signed_dot8(w, a);
+    return cb2_dot(u, w, a, _mm256_set1_epi32(off));
 }
 
 AI void gemv_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uint8_t *A, const int16_t *bsums,
                    float *out, int n0, int n1, int N) {
     const int nb = K / LB_QK;
     const size_t sbb = 8 * 10, gstride = (size_t)nb * sbb;
-    /* per-block activation scale and offset 64*Σa, converted once per call */
+    /* per-block activation scale and offset (bias * Σa), converted once per call */
     float da[nb];
     int32_t off[nb];
     for (int b = 0; b < nb; b++) {
         da[b] = fp16(A + (size_t)b * LB_Q8_BLOCK);
-        off[b] = 64 * bsums[b];
+        off[b] = bsums[b] * (1 << CB2_SHIFT(u));
     }
     int g = n0 / 8;
     for (; 8 * g + 8 < n1; g += 2) {   /* two row groups per step share the activation prep */
@@ -186,14 +217,16 @@ AI void gemv_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uin
 #define LB_CB_GT 32   /* row groups per accumulator tile */
 
 /* GEMM activation prep for blocks c0..c1-1: each token's 4 octets broadcast to all 4 qwords (the maddubs read
- * them as memory operands, no broadcast per row group), the token scales as floats and the offsets 64*Σa. */
-AI void cb2_prep_act(const uint8_t *A4, const int16_t *bsums4, int c0, int c1, __m256i a8[][4][4], float das[][4],
-                     int32_t offs[][4]) {
+ * them as memory operands, no broadcast per row group), the token scales as floats and the offsets
+ * (bias * Σa, bias = 1 << shift). */
+AI void cb2_prep_act(const uint8_t *A4, const int16_t *bsums4, int c0, int c1, int shift, __m256i a8[][4][4],
+                     float das[][4], int32_t offs[][4]) {
     for (int b = c0; b < c1; b++) {
         const uint8_t *ab = A4 + (size_t)b * LB_Q8X4_BLOCK;
         _mm_store_ps(das[b - c0], _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
         _mm_store_si128((__m128i *)offs[b - c0],
-                        _mm_slli_epi32(_mm_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)(bsums4 + 4 * b))), 6));
+                        _mm_sll_epi32(_mm_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)(bsums4 + 4 * b))),
+                                      _mm_cvtsi32_si128(shift)));
         for (int i = 0; i < 4; i++)
             for (int k = 0; k < 4; k++) a8[b - c0][i][k] = bcast8(ab + 8 + 32 * k + 8 * i);
     }
@@ -215,7 +248,7 @@ AI void gemm_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uin
         const int ge = gt + LB_CB_GT < g1 ? gt + LB_CB_GT : g1;
         for (int c0 = 0; c0 < nb; c0 += LB_CB_KC) {
             const int c1 = c0 + LB_CB_KC < nb ? c0 + LB_CB_KC : nb;
-            cb2_prep_act(A4, bsums4, c0, c1, a8, das, offs);
+            cb2_prep_act(A4, bsums4, c0, c1, CB2_SHIFT(u), a8, das, offs);
             for (int g = gt; g < ge; g++) {
                 const uint8_t *sb = W + ((size_t)g * nb + c0) * sbb;
                 __m256 acc[4];
@@ -226,8 +259,7 @@ AI void gemm_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uin
                     const __m256 dw = load_dw(sb);
                     for (int i = 0; i < 4; i++) {
                         const __m256i *a = a8[b][i];
-                        const __m256i isum = u ? _mm256_sub_epi32(cb2_dot_u0(w, a), _mm256_set1_epi32(offs[b][i]))
-                                               : lb_avx2_signed_dot8(w, a);
+                        const __m256i isum = cb2_dot(u, w, a, _mm256_castps_si256(_mm256_broadcast_ss((const float *)&offs[b][i])));
                         acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum), _mm256_mul_ps(dw, _mm256_broadcast_ss(&das[b][i])), acc[i]);
                     }
                 }
@@ -243,16 +275,18 @@ void gemv_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_
                         float *out, int n0, int n1, int N) {
     int u;
     const cb2_pairs *p = cb2_pairs_for(aux, &u);
-    if (u) gemv_cb2_u(1, K, W, p, A, bsums, out, n0, n1, N);
-    else gemv_cb2_u(0, K, W, p, A, bsums, out, n0, n1, N);
+    if (u == CB2_NARROW) gemv_cb2_u(CB2_NARROW, K, W, p, A, bsums, out, n0, n1, N);
+    else if (u == CB2_BIASED) gemv_cb2_u(CB2_BIASED, K, W, p, A, bsums, out, n0, n1, N);
+    else gemv_cb2_u(CB2_SIGNED, K, W, p, A, bsums, out, n0, n1, N);
 }
 
 void gemm_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
                         float *out, size_t ldo, int n0, int n1, int N) {
     int u;
     const cb2_pairs *p = cb2_pairs_for(aux, &u);
-    if (u) gemm_cb2_u(1, K, W, p, A4, bsums4, out, ldo, n0, n1, N);
-    else gemm_cb2_u(0, K, W, p, A4, bsums4, out, ldo, n0, n1, N);
+    if (u == CB2_NARROW) gemm_cb2_u(CB2_NARROW, K, W, p, A4, bsums4, out, ldo, n0, n1, N);
+    else if (u == CB2_BIASED) gemm_cb2_u(CB2_BIASED, K, W, p, A4, bsums4, out, ldo, n0, n1, N);
+    else gemm_cb2_u(CB2_SIGNED, K, W, p, A4, bsums4, out, ldo, n0, n1, N);
 }
 
 /* ---- cb4 on the 8-row, 16-byte interleave (8x16): ymm v of a super-block's codes = rows 2v (lane 0) and
