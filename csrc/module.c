@@ -62,11 +62,12 @@ static PyObject *py_kernels(PyObject *self, PyObject *args) {
         PyObject *isa = PyList_New(0);
         for (int bit = 1; bit; bit <<= 1)
             if (k->isa & bit) { PyObject *s = PyUnicode_FromString(lb_isa_name(bit)); PyList_Append(isa, s); Py_DECREF(s); }
-        PyObject *d = Py_BuildValue("{s:i,s:s,s:s,s:N,s:i,s:i,s:i,s:O,s:O,s:n}", "index", i, "name", k->name,
+        PyObject *d = Py_BuildValue("{s:i,s:s,s:s,s:N,s:i,s:i,s:i,s:O,s:O,s:n,s:O}", "index", i, "name", k->name,
                                     "format", lb_fmt_name(k->fmt), "isa", isa, "R", k->R, "B", k->B, "act_B",
                                     k->act_B, "runnable", (k->isa & ~found) ? Py_False : Py_True, "usable",
                                     (k->isa & ~usable) ? Py_False : Py_True, "sb_bytes",
-                                    (Py_ssize_t)sb_bytes(k->fmt, k->R));
+                                    (Py_ssize_t)sb_bytes(k->fmt, k->R), "gemm_multi",
+                                    k->gemm_multi ? Py_True : Py_False);
         PyList_Append(list, d);
         Py_DECREF(d);
     }
@@ -148,22 +149,27 @@ static PyObject *py_pack_activations(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
-/* gemv(kernel, K, W, aux, A, bsums, out, n0, n1, N): one micro-kernel call, single thread (tests). */
+/* gemv(kernel, K, W, aux, A, bsums, out, n0, n1, N): one micro-kernel call, single thread (tests).
+ * is_gemm 2: gemm_multi(..., ldo, n0, n1, N, ng), ng token groups in one call. */
 static PyObject *py_microkernel(int is_gemm, PyObject *args) {
-    int kidx, K, n0, n1, N;
+    int kidx, K, n0, n1, N, ng = 1;
     Py_ssize_t ldo = 0;
     PyObject *wo, *auxo, *ao, *bo, *oo;
-    if (is_gemm) {
+    if (is_gemm == 2) {
+        if (!PyArg_ParseTuple(args, "iiOOOOOniiii", &kidx, &K, &wo, &auxo, &ao, &bo, &oo, &ldo, &n0, &n1, &N, &ng)) return NULL;
+    } else if (is_gemm) {
         if (!PyArg_ParseTuple(args, "iiOOOOOniii", &kidx, &K, &wo, &auxo, &ao, &bo, &oo, &ldo, &n0, &n1, &N)) return NULL;
     } else if (!PyArg_ParseTuple(args, "iiOOOOOiii", &kidx, &K, &wo, &auxo, &ao, &bo, &oo, &n0, &n1, &N)) return NULL;
     const lb_kernel *k = get_kernel(kidx);
     if (!k || check_dims(K, N, 1)) return NULL;
+    if (is_gemm == 2 && !k->gemm_multi) return PyErr_Format(PyExc_ValueError, "kernel %s has no gemm_multi", k->name);
+    if (ng < 1 || ng > 4096) return PyErr_Format(PyExc_ValueError, "token group count %d out of range 1..4096", ng);
     const int Np = (N + k->R - 1) / k->R * k->R;
     if (n0 < 0 || n0 % k->R || n1 <= n0 || n1 > Np)
         return PyErr_Format(PyExc_ValueError, "column range [%d,%d) must start at a multiple of %d and end <= %d",
                             n0, n1, k->R, Np);
     if (is_gemm && ldo < N) return PyErr_Format(PyExc_ValueError, "ldo %zd < N %d", ldo, N);
-    const int nb = K / LB_QK, rows = is_gemm ? 4 : 1;
+    const int nb = K / LB_QK, rows = is_gemm ? 4 * ng : 1;
     Py_buffer w, aux = {0}, a, bs, o;
     if (get_buf(wo, &w, weight_bytes(k, K, N), 0, "packed weights")) return NULL;
     int has_aux = auxo != Py_None;
@@ -172,11 +178,12 @@ static PyObject *py_microkernel(int is_gemm, PyObject *args) {
         PyBuffer_Release(&w);
         return PyErr_Format(PyExc_ValueError, "format %s needs its codebook tables", lb_fmt_name(k->fmt));
     }
-    if (get_buf(ao, &a, (size_t)nb * (is_gemm ? LB_Q8X4_BLOCK : LB_Q8_BLOCK), 0, "packed activations")) goto e1;
+    if (get_buf(ao, &a, (size_t)nb * (is_gemm ? (size_t)ng * LB_Q8X4_BLOCK : LB_Q8_BLOCK), 0, "packed activations")) goto e1;
     if (get_buf(bo, &bs, (size_t)nb * rows * 2, 0, "block sums")) goto e2;
     if (get_buf(oo, &o, ((size_t)(rows - 1) * ldo + N) * 4, 1, "output")) goto e3;
     Py_BEGIN_ALLOW_THREADS
-    if (is_gemm) k->gemm(K, w.buf, aux.buf, a.buf, bs.buf, o.buf, (size_t)ldo, n0, n1, N);
+    if (is_gemm == 2) k->gemm_multi(K, w.buf, aux.buf, a.buf, bs.buf, o.buf, (size_t)ldo, n0, n1, N, ng);
+    else if (is_gemm) k->gemm(K, w.buf, aux.buf, a.buf, bs.buf, o.buf, (size_t)ldo, n0, n1, N);
     else k->gemv(K, w.buf, aux.buf, a.buf, bs.buf, o.buf, n0, n1, N);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&o); PyBuffer_Release(&bs); PyBuffer_Release(&a);
@@ -191,6 +198,16 @@ e1: if (has_aux) PyBuffer_Release(&aux);
 }
 static PyObject *py_gemv(PyObject *s, PyObject *a) { (void)s; return py_microkernel(0, a); }
 static PyObject *py_gemm(PyObject *s, PyObject *a) { (void)s; return py_microkernel(1, a); }
+static PyObject *py_gemm_multi(PyObject *s, PyObject *a) { (void)s; return py_microkernel(2, a); }
+
+/* set_gemm_multi(on): 0 makes linear use the per-group gemm loop everywhere (tests compare both). */
+static PyObject *py_set_gemm_multi(PyObject *self, PyObject *args) {
+    (void)self;
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) return NULL;
+    lb_gemm_multi_enabled = on;
+    Py_RETURN_NONE;
+}
 
 /* linear(kernel, K, N, W, aux, x, M, out): out[M,N] = x[M,K] @ W^T */
 static PyObject *py_linear(PyObject *self, PyObject *args) {
@@ -404,6 +421,8 @@ static PyMethodDef methods[] = {
     {"pack_activations", py_pack_activations, METH_VARARGS, "Quantize + pack activations (tests)."},
     {"gemv", py_gemv, METH_VARARGS, "One GEMV micro-kernel call (tests)."},
     {"gemm", py_gemm, METH_VARARGS, "One GEMM micro-kernel call (tests)."},
+    {"gemm_multi", py_gemm_multi, METH_VARARGS, "One multi-token-group GEMM call (tests)."},
+    {"set_gemm_multi", py_set_gemm_multi, METH_VARARGS, "Use kernels' multi-group GEMM in linear (default on)."},
     {"linear", py_linear, METH_VARARGS, "Threaded out = x @ W^T."},
     {"read_sum", py_read_sum, METH_VARARGS, "Parallel read of a buffer (bandwidth probe)."},
     {"add_chain", py_add_chain, METH_VARARGS, "Dependent add chain (clock probe)."},

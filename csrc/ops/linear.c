@@ -12,6 +12,8 @@
 #define ACT_TILE_BYTES (256 << 10)   /* ... and at most this many activation bytes, so they stay in L2 */
 #define PANEL_BYTES (128 << 10)      /* weight columns per GEMM call: at most this many bytes (see mm_task) */
 
+int lb_gemm_multi_enabled = 1;
+
 size_t lb_act_bytes(int M, int K) {
     const size_t nb = (size_t)(K / LB_QK);
     const size_t g = (size_t)(M / 4), rest = (size_t)(M % 4);
@@ -75,10 +77,15 @@ static void mm_task(void *ctx, int t, int thread) {
     if (n0 >= n1) return;
     /* token groups of this M tile; the last tile also runs the leftover GEMV rows */
     const int g0 = mt * j->tile_groups, g1 = g0 + j->tile_groups < j->ngroups ? g0 + j->tile_groups : j->ngroups;
-    /* One GEMM call per (weight panel, token group): the kernel walks the panel's row groups against one
-     * token group, whose activations stay in L1 and whose per-call setup is shared by all the rows; the
+    /* A kernel with a multi-group GEMM takes all the tile's token groups in one call per column chunk: it
+     * decodes each weight block once for them all (the weights are then read once, so no panels). */
+    if (k->gemm_multi && lb_gemm_multi_enabled && g1 > g0)
+        k->gemm_multi(j->K, j->W, j->aux, j->act4 + (size_t)g0 * j->nb * LB_Q8X4_BLOCK,
+                      j->bsums + (size_t)g0 * j->nb * 4, j->out + (size_t)4 * g0 * j->N, j->N, n0, n1, j->N, g1 - g0);
+    /* Otherwise one GEMM call per (weight panel, token group): the kernel walks the panel's row groups against
+     * one token group, whose activations stay in L1 and whose per-call setup is shared by all the rows; the
      * panel (<= PANEL_BYTES) stays in L2 across the tile's token groups. +3..8% over one row group per call. */
-    for (int n = n0; n < n1; n += j->panel_cols) {
+    else for (int n = n0; n < n1; n += j->panel_cols) {
         const int ne = n + j->panel_cols < n1 ? n + j->panel_cols : n1;
         for (int g = g0; g < g1; g++)
             k->gemm(j->K, j->W, j->aux, j->act4 + (size_t)g * j->nb * LB_Q8X4_BLOCK,

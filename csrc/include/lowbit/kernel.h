@@ -7,7 +7,10 @@
  *   gemm: four activation rows A as nb Q8_0x4 blocks (chunk = kernel's act_B); out + i*ldo for row i.
  * aux: the format's lookup tables (cb4/cb2: int8 codebooks [C][16]); NULL for the others.
  * bsums: int16 block sums Σq of the activations (SIMD kernels use them to fold offsets):
- *   gemv: [nb] for the row; gemm: [nb][4] interleaved like the rows.   */
+ *   gemv: [nb] for the row; gemm: [nb][4] interleaved like the rows.
+ * gemm_multi (optional, NULL for most kernels): the gemm for ng consecutive token groups in one call, so a kernel
+ *   whose weight decoding is costly (cb4 table lookups) decodes each block once for all 4*ng tokens. Group t's
+ *   activations at A4 + t*nb*LB_Q8X4_BLOCK, block sums at bsums4 + t*nb*4, output rows at out + 4*t*ldo.   */
 #ifndef LOWBIT_KERNEL_H
 #define LOWBIT_KERNEL_H
 #include "lowbit/blocks.h"
@@ -16,6 +19,8 @@ typedef void (*lb_gemv_fn)(int K, const uint8_t *W, const int8_t *aux, const uin
                            float *out, int n0, int n1, int N);
 typedef void (*lb_gemm_fn)(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
                            float *out, size_t ldo, int n0, int n1, int N);
+typedef void (*lb_gemm_multi_fn)(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4,
+                                 const int16_t *bsums4, float *out, size_t ldo, int n0, int n1, int N, int ng);
 
 /* ISA feature bits (one namespace for both architectures). */
 enum {
@@ -36,6 +41,7 @@ typedef struct {
     int act_B;             /* Q8_0x4 chunk size the gemm expects */
     lb_gemv_fn gemv;
     lb_gemm_fn gemm;
+    lb_gemm_multi_fn gemm_multi;   /* NULL unless kernels.inc lists the kernel with LB_KERNEL_MULTI */
 } lb_kernel;
 
 extern const lb_kernel lb_kernels[];
@@ -47,5 +53,7 @@ int lb_isa_usable(void);
 const lb_kernel *lb_select(int fmt);
 const char *lb_fmt_name(int fmt);
 int lb_sve_vector_bits(void);
+/* 0 makes lb_linear use the per-group gemm loop even where gemm_multi exists (tests compare both). */
+extern int lb_gemm_multi_enabled;
 
 #endif
