@@ -1,5 +1,5 @@
-"""The multi-token-group GEMM (kernel.h gemm_multi; cb4 AVX2 decodes each weight block once into a buffer for all
-groups): exact integer sums against the scalar reference called once per group, over group counts, column ranges,
+"""The multi-token-group GEMM (kernel.h gemm_multi, e.g. cb4 AVX2: each weight block decoded once into a buffer for
+all groups): exact integer sums against the scalar reference called once per group, over group counts, column ranges,
 K spanning several decoded chunks, every table path and the int16 bounds; and lowbit.linear giving the same
 results with the multi path on and off."""
 import numpy as np
@@ -20,17 +20,17 @@ R = 8
 
 
 class _W:
-    """Packed cb4 weights with random ids into the given tables and given (or unit) scales."""
+    """Packed cb4/cb2 weights with random ids into the given tables and given (or unit) scales."""
 
     def __init__(self, k, N, K, tables, rng, scales=None):
-        nb = K // 32
+        fmt, nb = k["format"], K // 32
         ids = rng.integers(0, len(tables), (N, nb))
-        idx = rng.integers(0, 16, (N * nb, 32))
+        idx = rng.integers(0, cb.ENTRIES[fmt], (N * nb, 32))
         d = np.ones(N * nb) if scales is None else scales.reshape(-1)
-        blocks = cb.make_blocks(d, ids.reshape(-1), idx, "cb4").reshape(N, -1)
+        blocks = cb.make_blocks(d, ids.reshape(-1), idx, fmt).reshape(N, -1)
         self.N, self.K = N, K
-        self.aux = cb.prepare_aux(blocks, tables, "cb4")
-        self.data = interleave(blocks, "cb4", N, K, k["R"], k["B"]).reshape(-1)
+        self.aux = cb.prepare_aux(blocks, tables, fmt)
+        self.data = interleave(blocks, fmt, N, K, k["R"], k["B"]).reshape(-1)
         self.int_vals = self.aux.astype(np.int64)[ids.reshape(-1)[:, None], idx].reshape(N, K)
 
 
@@ -64,10 +64,13 @@ def _per_group(k, w, acts, n0, n1, pad=3):
     return out.reshape(-1, ldo)
 
 
-def _tables(rng):
-    yield "full int8", rng.integers(-127, 128, (16, 16))
-    yield "7-bit", rng.integers(-64, 64, (16, 16))
-    yield "+-64 only", rng.choice([-64, 64], (16, 16))
+def _tables(fmt, rng):
+    """Every table-range path of the AVX2 kernels: full int8, 7-bit, [-16, 16] and the +-64 extremes."""
+    E = cb.ENTRIES[fmt]
+    yield "full int8", rng.integers(-127, 128, (16, E))
+    yield "7-bit", rng.integers(-64, 64, (16, E))
+    yield "5-bit", rng.integers(-16, 17, (16, E))
+    yield "+-64 only", rng.choice([-64, 64], (16, E))
 
 
 @pytest.mark.parametrize("k", MULTI)
@@ -79,7 +82,7 @@ def test_multi_exact_against_scalar_per_group(k, K):
     ref_k = scalar_twin(k)
     N = 3 * R + 5
     Np = -(-N // R) * R
-    for name, tables in _tables(rng):
+    for name, tables in _tables(k["format"], rng):
         w = _W(k, N, K, tables, rng)
         for ng in (1, 2, 5, 16, 17):
             acts = _acts(ng, K, rng)
@@ -100,7 +103,7 @@ def test_multi_bit_identical_to_one_group_gemm_with_scales(k):
     one-group gemm, so the floats agree bit for bit (and with the scalar reference within fp32 rounding)."""
     rng = np.random.default_rng(7)
     N, K, ng = 6 * R + 3, 40 * 32, 5
-    for name, tables in _tables(rng):
+    for name, tables in _tables(k["format"], rng):
         w = _W(k, N, K, tables, rng, scales=rng.uniform(0.5, 2, (N, K // 32)) / 64)
         acts = _acts(ng, K, rng, unit_scales=False)
         got = _multi(k, w, acts, 0, N)
@@ -111,17 +114,25 @@ def test_multi_bit_identical_to_one_group_gemm_with_scales(k):
 
 @pytest.mark.parametrize("k", MULTI)
 def test_multi_extremes(k):
-    """All weights at +-64 or +-127 and all activations at +-127 over 2 chunks and 3 groups: the largest int16
-    partials of both table paths (a +-64 table takes the 7-bit path, +-127 the full-range one)."""
+    """All weights at +-16, +-17, +-64 or +-127 and all activations at +-127 over 2 chunks and 3 groups: the
+    largest int16 partials of each table path."""
     rng = np.random.default_rng(5)
-    N, K = 2 * R + 1, 33 * 32
-    for v in (64, 127):
+    N, K, E = 2 * R + 1, 33 * 32, cb.ENTRIES[k["format"]]
+    for v in (16, 17, 64, 127):
         for sign in (1, -1):
-            w = _W(k, N, K, np.array([[v] * 16, [-v] * 16]), rng)
+            w = _W(k, N, K, np.array([[v] * E, [-v] * E]), rng)
             acts = _acts(3, K, rng, value=127 * sign)
             got = _multi(k, w, acts, 0, N)[:, :N]
             want = np.concatenate([int_reference(w, a) for a in acts]).astype(np.float32)
             np.testing.assert_array_equal(got, want, err_msg=f"{k['name']} {v} {sign}")
+
+
+def test_multi_entry_listed():
+    """kernels.inc lists cb4_8x16__avx2 with its multi entry (else the tests above would silently run nothing)."""
+    k = [k for k in KERNELS if k["name"] == "cb4_8x16__avx2"]
+    if not k:
+        pytest.skip("no x86 AVX2 kernels in this build")
+    assert k[0]["gemm_multi"]
 
 
 def test_multi_rejects_bad_calls():
@@ -153,22 +164,24 @@ def _int_input(M, K, rng):
 @pytest.mark.parametrize("k", MULTI)
 @pytest.mark.parametrize("nthreads", [1, 2])
 def test_linear_same_with_and_without_multi(k, nthreads, multi_switch):
-    """lowbit.linear for M = 4..70 (up to 17 token groups: 2 M tiles) with the multi path on and off: bit for bit
-    equal on float inputs, and equal to the scalar kernel on integer inputs (exact sums)."""
+    """lowbit.linear for M = 4..70 (up to 17 token groups: 2 M tiles, the second of 1 group, which takes the
+    per-group gemm) with the multi path on and off: bit for bit equal on float inputs, and equal to the scalar
+    kernel on integer inputs (exact sums)."""
     rng = np.random.default_rng(1)
+    fmt, E = k["format"], cb.ENTRIES[k["format"]]
     N, K = 5 * R + 3, 17 * 32
     old = lowbit.get_num_threads()
     lowbit.set_num_threads(nthreads)
     try:
-        for name, tables in list(_tables(rng))[:2]:
+        for name, tables in list(_tables(fmt, rng))[:3]:
             n = N * K // 32
             blocks = cb.make_blocks(rng.uniform(0.5, 1, n) / 64, rng.integers(0, 16, n),
-                                    rng.integers(0, 16, (n, 32)), "cb4").reshape(N, -1)
-            ones = cb.make_blocks(np.ones(n), rng.integers(0, 16, n), rng.integers(0, 16, (n, 32)),
-                                  "cb4").reshape(N, -1)
-            pw = PackedWeight.from_blocks(blocks, "cb4", N, K, kernel=k["name"], aux=tables)
-            pw1 = PackedWeight.from_blocks(ones, "cb4", N, K, kernel=k["name"], aux=tables)
-            ref1 = PackedWeight.from_blocks(ones, "cb4", N, K, kernel=scalar_twin(k)["name"], aux=tables)
+                                    rng.integers(0, E, (n, 32)), fmt).reshape(N, -1)
+            ones = cb.make_blocks(np.ones(n), rng.integers(0, 16, n), rng.integers(0, E, (n, 32)),
+                                  fmt).reshape(N, -1)
+            pw = PackedWeight.from_blocks(blocks, fmt, N, K, kernel=k["name"], aux=tables)
+            pw1 = PackedWeight.from_blocks(ones, fmt, N, K, kernel=k["name"], aux=tables)
+            ref1 = PackedWeight.from_blocks(ones, fmt, N, K, kernel=scalar_twin(k)["name"], aux=tables)
             for M in range(4, 71):
                 x = rng.standard_normal((M, K)).astype(np.float32)
                 xi = _int_input(M, K, rng)
