@@ -10,6 +10,8 @@
                      float *out, size_t ldo, int n0, int n1, int N);
 LB_CB_AVX2_DECL(cb4_8x16__avx2)
 LB_CB_AVX2_DECL(cb2_8x8__avx2)
+void gemm_multi_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
+                              float *out, size_t ldo, int n0, int n1, int N, int ng);
 void gemm_multi_cb4_8x16__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
                                float *out, size_t ldo, int n0, int n1, int N, int ng);
 #endif

@@ -289,6 +289,74 @@ void gemm_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_
     else gemm_cb2_u(CB2_SIGNED, K, W, p, A4, bsums4, out, ldo, n0, n1, N);
 }
 
+/* cb2 multi-group GEMM (kernel.h gemm_multi): linear.c passes all the token groups of its M tile in one call.
+ * Per row group, a chunk of LB_CB2_MC blocks is looked up once into an L1 buffer (the 8 weight vectors and the
+ * row scales), then every token group runs against it, its octets broadcast straight from the Q8_0x4 blocks:
+ * the lookups are paid once per 4*ng tokens instead of once per 4. On the narrow path what remains per token
+ * is q4_0's GEMM loop without its unpack. Integer sums and the float order per (row, token) are gemm_cb2_u's,
+ * so the results are bit-identical to it. */
+#define LB_CB2_MC 16   /* blocks per decoded chunk: 16 x 288 bytes */
+#define LB_CB2_NG 16   /* token groups per pass (accumulators on the stack) */
+
+typedef struct {
+    __m256i w[8];   /* looked-up weights (entries + bias on the narrow and biased paths) */
+    __m256 dw;      /* row scales, PERM order */
+} cb2_dec;
+
+AI void gemm_multi_cb2_u(int u, int K, const uint8_t *W, const cb2_pairs *p, const uint8_t *A4,
+                         const int16_t *bsums4, float *out, size_t ldo, int n0, int n1, int N, int ng) {
+    const int nb = K / LB_QK;
+    const size_t sbb = 8 * 10, astride = (size_t)nb * LB_Q8X4_BLOCK;
+    const __m128i shift = _mm_cvtsi32_si128(CB2_SHIFT(u));
+    cb2_dec dec[LB_CB2_MC];
+    __m256 accs[LB_CB2_NG][4];
+    const int g1 = (n1 + 7) / 8;
+    for (int t0 = 0; t0 < ng; t0 += LB_CB2_NG) {
+        const int nt = ng - t0 < LB_CB2_NG ? ng - t0 : LB_CB2_NG;
+        for (int g = n0 / 8; g < g1; g++) {
+            for (int c0 = 0; c0 < nb; c0 += LB_CB2_MC) {
+                const int c1 = c0 + LB_CB2_MC < nb ? c0 + LB_CB2_MC : nb;
+                const uint8_t *sb = W + ((size_t)g * nb + c0) * sbb;
+                for (int b = 0; b < c1 - c0; b++) {
+                    cb2_lookup(sb + b * sbb, p, dec[b].w);
+                    dec[b].dw = load_dw(sb + b * sbb);
+                }
+                for (int t = 0; t < nt; t++) {
+                    const uint8_t *ab = A4 + (size_t)(t0 + t) * astride + (size_t)c0 * LB_Q8X4_BLOCK;
+                    const int16_t *bs = bsums4 + ((size_t)(t0 + t) * nb + c0) * 4;
+                    __m256 acc[4];
+                    for (int i = 0; i < 4; i++) acc[i] = c0 ? accs[t][i] : _mm256_setzero_ps();
+                    for (int b = 0; b < c1 - c0; b++, ab += LB_Q8X4_BLOCK, bs += 4) {
+                        float das[4] __attribute__((aligned(16)));
+                        int32_t offs[4] __attribute__((aligned(16)));
+                        _mm_store_ps(das, _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)ab)));
+                        _mm_store_si128((__m128i *)offs, _mm_sll_epi32(_mm_cvtepi16_epi32(_mm_loadl_epi64((const __m128i *)bs)), shift));
+                        for (int i = 0; i < 4; i++) {
+                            __m256i a[4];
+                            for (int k = 0; k < 4; k++) a[k] = bcast8(ab + 8 + 32 * k + 8 * i);
+                            const __m256i isum = cb2_dot(u, dec[b].w, a, _mm256_set1_epi32(offs[i]));
+                            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum),
+                                                     _mm256_mul_ps(dec[b].dw, _mm256_broadcast_ss(&das[i])), acc[i]);
+                        }
+                    }
+                    for (int i = 0; i < 4; i++) accs[t][i] = acc[i];
+                }
+            }
+            for (int t = 0; t < nt; t++)
+                for (int i = 0; i < 4; i++) store_cols(out + (size_t)(4 * (t0 + t) + i) * ldo, accs[t][i], g, n1, N);
+        }
+    }
+}
+
+void gemm_multi_cb2_8x8__avx2(int K, const uint8_t *W, const int8_t *aux, const uint8_t *A4, const int16_t *bsums4,
+                              float *out, size_t ldo, int n0, int n1, int N, int ng) {
+    int u;
+    const cb2_pairs *p = cb2_pairs_for(aux, &u);
+    if (u == CB2_NARROW) gemm_multi_cb2_u(CB2_NARROW, K, W, p, A4, bsums4, out, ldo, n0, n1, N, ng);
+    else if (u == CB2_BIASED) gemm_multi_cb2_u(CB2_BIASED, K, W, p, A4, bsums4, out, ldo, n0, n1, N, ng);
+    else gemm_multi_cb2_u(CB2_SIGNED, K, W, p, A4, bsums4, out, ldo, n0, n1, N, ng);
+}
+
 /* ---- cb4 on the 8-row, 16-byte interleave (8x16): ymm v of a super-block's codes = rows 2v (lane 0) and
  * 2v+1 (lane 1), each lane one row's whole 16 bytes, so PSHUFB looks up each row in its own table with no
  * regrouping. The table pair of rows (2v, 2v+1) is one aligned 32-byte load from a per-call array of all
