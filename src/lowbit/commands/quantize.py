@@ -31,6 +31,9 @@ def add_arguments(p):
                         "(e.g. '*.ffn_down.*,blk.0.*') are quantized to cb4 instead")
     p.add_argument("--cb4-codebooks", type=int, default=DEFAULT_CODEBOOKS["cb4"],
                    help="codebooks of the --keep-cb4 tensors (default 16)")
+    p.add_argument("--narrow-tables", action="store_true",
+                   help="cb2: learn tables in [-16, 16], which the AVX2 kernel runs with q4_0's int16 schedule "
+                        "(GEMV/GEMM +15-30%%) at a quality cost (docs/codebooks.md)")
 
 
 def keep_cb4_patterns(spec):
@@ -60,6 +63,7 @@ def main(args):
     from tqdm import tqdm
 
     from ..formats import get_format
+    from ..formats.cb import NARROW_RANGE
     from ..io.gguf import open_reader
     from ..io.source import dequantize
     from ..quantize import gguf_io, quantize_tensor
@@ -76,6 +80,8 @@ def main(args):
     keep = keep_cb4_patterns(args.keep_cb4) if args.keep_cb4 else []
     if keep and fmt != "cb2":
         raise ValueError("--keep-cb4 applies to --format cb2 only")
+    if args.narrow_tables and fmt != "cb2":
+        raise ValueError("--narrow-tables applies to --format cb2 only (cb4 has no narrow kernel path)")
     if keep and not 1 <= args.cb4_codebooks <= 16:
         raise ValueError(f"--cb4-codebooks must be in 1..16, got {args.cb4_codebooks}")
     src_path = resolve(args.model)
@@ -125,8 +131,10 @@ def main(args):
             w = dequantize(np.asarray(t.data), t.tensor_type.name, (N, K))
             if fmt in DEFAULT_CODEBOOKS:
                 f_t, C_t = ("cb4", args.cb4_codebooks) if t.name in as_cb4 else (fmt, C)
+                rng_t = NARROW_RANGE.get(f_t) if args.narrow_tables else None
                 ct = quantize_tensor(w, f_t, C_t, importance=importance.get(t.name), rounds=args.rounds,
-                                     sample=args.sample, pool=pool, progress=lambda g: bar.update(32 * g))
+                                     sample=args.sample, pool=pool, progress=lambda g: bar.update(32 * g),
+                                     table_range=rng_t)
                 gguf_io.add_codebook_tensor(writer, t.name, ct)
                 bits += (ct.blocks.nbytes + ct.tables.nbytes) * 8
             else:

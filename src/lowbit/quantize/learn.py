@@ -103,9 +103,10 @@ def _kmeans_1d(u, wt, E, iters=25):
     return np.sort(c)
 
 
-def _to_int8(c, fmt):
-    """Scale a codebook so its extreme entry reaches the int8 bound (the factor folds into the group scales)."""
-    lo, hi = TABLE_RANGE[fmt]
+def _to_int8(c, fmt, table_range=None):
+    """Scale a codebook so its extreme entry reaches the table range's bound (default TABLE_RANGE[fmt]: the
+    int8 bound; the factor folds into the group scales)."""
+    lo, hi = table_range or TABLE_RANGE[fmt]
     c = np.asarray(c, np.float64)
     f = np.inf
     if c.max() > 0:
@@ -138,9 +139,11 @@ def _encode_split(X, tables, Wg, pool):
     return tuple(np.concatenate([p[j] for p in parts]) for j in range(4))
 
 
-def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0, pool: Optional[ThreadPoolExecutor] = None):
+def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0, pool: Optional[ThreadPoolExecutor] = None,
+                 table_range=None):
     """Learn int8 tables [C, E] from sample groups X [S, 32] (optional weights Wg [S, 32]); pool: encode the
-    sample on it. Returns (Tables, per-round sample errors)."""
+    sample on it; table_range: (lo, hi) of the entries (default TABLE_RANGE[fmt]). Returns (Tables, per-round
+    sample errors)."""
     E = ENTRIES[fmt]
     rng = np.random.default_rng(seed)
     mx = _signed_absmax(X)
@@ -148,7 +151,7 @@ def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0, pool: Optional[ThreadPool
     X, mx = X[keep], mx[keep]
     Wg = None if Wg is None else Wg[keep]
     if len(X) == 0:
-        return Tables(np.tile(_to_int8(np.linspace(-1, 1, E), fmt), (C, 1)), fmt), []
+        return Tables(np.tile(_to_int8(np.linspace(-1, 1, E), fmt, table_range), (C, 1)), fmt), []
     U = X / mx[:, None] * np.float32(127)                # canonical: the signed absmax maps to +127
     D = np.sort(U, 1)                                    # descriptor: the group's sorted normalized values
     if C > 1:
@@ -162,7 +165,7 @@ def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0, pool: Optional[ThreadPool
         if not m.any():
             m = np.ones(len(D), bool)
         wt = np.broadcast_to(wscale[m, None], (m.sum(), 32)) if Wg is None else Wg[m] * wscale[m, None]
-        tabs.append(_to_int8(_kmeans_1d(U[m].ravel(), np.asarray(wt, np.float64).ravel(), E), fmt))
+        tabs.append(_to_int8(_kmeans_1d(U[m].ravel(), np.asarray(wt, np.float64).ravel(), E), fmt, table_range))
     tables = Tables(np.array(tabs), fmt)
     errs = []
     for _ in range(rounds):
@@ -175,7 +178,7 @@ def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0, pool: Optional[ThreadPool
         den = np.bincount(key, (wt * (d * d)[:, None]).ravel().astype(np.float64), C * E)
         old = tables.t.reshape(-1).astype(np.float64)
         new = np.where(den > 0, num / np.maximum(den, 1e-30), old).reshape(C, E)
-        tables = Tables(np.array([_to_int8(np.sort(r), fmt) for r in new]), fmt)
+        tables = Tables(np.array([_to_int8(np.sort(r), fmt, table_range) for r in new]), fmt)
     d, ids, idx, err = _encode_split(X, tables, Wg, pool)
     errs.append(float(err.sum()))
     return tables, errs
@@ -184,11 +187,12 @@ def learn_tables(X, fmt, C, Wg=None, rounds=3, seed=0, pool: Optional[ThreadPool
 def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Optional[np.ndarray] = None,
                     rounds: int = 16, sample: int = 4096, shortlist: Optional[int] = None, seed: int = 0,
                     threads: Optional[int] = None, progress: Optional[Callable[[int], None]] = None,
-                    pool: Optional[ThreadPoolExecutor] = None) -> CodebookTensor:
+                    pool: Optional[ThreadPoolExecutor] = None, table_range=None) -> CodebookTensor:
     """Learn C codebooks for a float [N, K] tensor and encode it. importance: per-input-column weights [K]
     (mean squared activations), or None. shortlist: codebooks fully fitted per group in the final pass, the
     best after one no-refit assignment with each codebook (0 = fit all; None: 0 if C <= 4 else 2).
-    Defaults: docs/codebooks.md "Learning"."""
+    table_range: (lo, hi) of the table entries, within [-127, 127] (default TABLE_RANGE[fmt]; NARROW_RANGE
+    for cb2's narrow kernel path). Defaults: docs/codebooks.md "Learning"."""
     if fmt not in ENTRIES:
         raise ValueError(f"unknown codebook format {fmt!r}; use cb4 or cb2")
     if not isinstance(C, (int, np.integer)) or not 1 <= C <= MAX_TABLES:
@@ -199,16 +203,22 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
         raise ValueError("weight contains NaN or Inf")
     if shortlist is None:
         shortlist = 0 if C <= 4 else 2
+    if table_range is not None:
+        lo, hi = (int(v) for v in table_range)
+        if not -127 <= lo < 0 < hi <= 127:
+            raise ValueError(f"table range must satisfy -127 <= lo < 0 < hi <= 127, got {table_range!r}")
+        table_range = (lo, hi)
     if pool is None:
         with ThreadPoolExecutor(max_workers=threads or os.cpu_count() or 1) as ex:
             return quantize_tensor(w, fmt, C, importance, rounds, sample, shortlist, seed, progress=progress,
-                                   pool=ex)
+                                   pool=ex, table_range=table_range)
     X = np.ascontiguousarray(w, dtype=np.float32).reshape(-1, 32)
     n, nb = len(X), K // 32
     imp = _group_weights(importance, K)
     rng = np.random.default_rng(seed)
     sel = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
-    tables, errs = learn_tables(X[sel], fmt, C, None if imp is None else imp[sel % nb], rounds, seed, pool)
+    tables, errs = learn_tables(X[sel], fmt, C, None if imp is None else imp[sel % nb], rounds, seed, pool,
+                                table_range)
 
     def job(a):
         b = min(a + CHUNK, n)
