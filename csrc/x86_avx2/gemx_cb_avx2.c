@@ -12,9 +12,10 @@
  * vector (one hadd per token instead of three).
  * cb2: 4 entries per table; a lane holds 2 rows x 8 code bytes, so its PSHUFB table is the two rows' tables
  * (entries 0..3 and 4..7, one load from an array of all 256 pairs) and the second row's index gets +4. The
- * layout then matches iq4_nl's (elements 8k..8k+7 of rows 4h..4h+3 per ymm); with tables in [-64, 63] (what
+ * layout then matches iq4_nl's (elements 8k..8k+7 of rows 4h..4h+3 per ymm). With tables in [-64, 63] (what
  * the learner emits) the pairs hold entries + 64 and maddubs(w + 64, a) runs without sign ops (-64*Σa folded
- * per block), else the signed dot of signed_dot.h. Row sums in lane order PERM = [0,1,4,5,2,3,6,7].
+ * per block); in [-16, 16] (`lowbit quantize --narrow-tables`) entries + 16, and the block's 4 octets add in
+ * int16 as in q4_0; else the signed dot of signed_dot.h. Row sums in lane order PERM = [0,1,4,5,2,3,6,7].
  * GEMV runs two row groups per block step: they share the activation loads and the per-call tables of
  * activation scales and offsets (as gemx_8x8_avx2.c does). GEMM prepares the 4 tokens' activations once per
  * call (broadcast, |a|, scales, offsets; 16 KB chunks) and walks row groups in tiles with stack accumulators.
