@@ -26,6 +26,8 @@ def add_arguments(p):
     p.add_argument("--all", action="store_true", help="also quantize output.weight")
     p.add_argument("--sample", type=int, default=4096, help="groups per tensor used to learn the tables (4096)")
     p.add_argument("--rounds", type=int, default=16, help="alternating refinement rounds (16)")
+    p.add_argument("--restarts", type=int, default=None,
+                   help="k-means seedings learned per tensor, the best kept (default 4; 1 = fastest)")
     p.add_argument("--keep-cb4", metavar="PATTERNS",
                    help="with --format cb2: tensors whose name matches one of these comma-separated shell patterns "
                         "(e.g. '*.ffn_down.*,blk.0.*') are quantized to cb4 instead")
@@ -80,6 +82,9 @@ def main(args):
     keep = keep_cb4_patterns(args.keep_cb4) if args.keep_cb4 else []
     if keep and fmt != "cb2":
         raise ValueError("--keep-cb4 applies to --format cb2 only")
+    restarts = {} if args.restarts is None else {"restarts": args.restarts}
+    if args.restarts is not None and (fmt not in DEFAULT_CODEBOOKS or args.restarts < 1):
+        raise ValueError(f"--restarts applies to cb4/cb2 and must be >= 1, got {args.restarts}")
     if args.narrow_tables and fmt != "cb2":
         raise ValueError("--narrow-tables applies to --format cb2 only (cb4 has no narrow kernel path)")
     if keep and not 1 <= args.cb4_codebooks <= 16:
@@ -134,7 +139,7 @@ def main(args):
                 rng_t = NARROW_RANGE.get(f_t) if args.narrow_tables else None
                 ct = quantize_tensor(w, f_t, C_t, importance=importance.get(t.name), rounds=args.rounds,
                                      sample=args.sample, pool=pool, progress=lambda g: bar.update(32 * g),
-                                     table_range=rng_t)
+                                     table_range=rng_t, threads=threads, **restarts)
                 gguf_io.add_codebook_tensor(writer, t.name, ct)
                 bits += (ct.blocks.nbytes + ct.tables.nbytes) * 8
             else:
