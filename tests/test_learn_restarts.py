@@ -43,3 +43,9 @@ def test_cli_restarts_checked(tmp_path, capsys):
     assert main(["quantize", str(embedded_model()), "-o", str(tmp_path / "y.gguf"), "--format", "cb4",
                  "--restarts", "2", "--codebooks", "2", "--rounds", "1", "--sample", "256"]) == 0
     assert (tmp_path / "y.gguf").exists()
+
+
+def test_default_restarts_per_format():
+    w = _w(2)
+    assert len(quantize_tensor(w, "cb4", 4, rounds=1, sample=256).stats["restart_errs"]) == 4
+    assert len(quantize_tensor(w, "cb2", 4, rounds=1, sample=256).stats["restart_errs"]) == 1

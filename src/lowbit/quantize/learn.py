@@ -22,8 +22,8 @@ HIST_BINS = 1024        # resolution of the 1-D k-means (value histogram over [-
 LEARN_SHORT = 4         # learning rounds fit the 4 best codebooks per group after the no-refit pass: as good as
                         # fitting all 16 (docs/codebooks.md "Learning"), 2.5x cheaper
 SPLIT = 1024            # sample groups per pool task while learning
-RESTARTS = 4            # k-means seedings learned per tensor (C > 1); the lowest sample error is kept: cb4 C=16
-                        # weight MSE -7..-17% over one seeding (docs/codebooks.md "Restarts")
+RESTARTS = {"cb4": 4, "cb2": 1}   # k-means seedings per tensor (C > 1), the lowest sample error kept: cb4 C=16
+                        # weight MSE -5.5%; cb2 C=4 -0.2%, not worth its time (docs/codebooks.md "Restarts")
 
 
 @dataclass
@@ -190,13 +190,14 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
                     rounds: int = 16, sample: int = 4096, shortlist: Optional[int] = None, seed: int = 0,
                     threads: Optional[int] = None, progress: Optional[Callable[[int], None]] = None,
                     pool: Optional[ThreadPoolExecutor] = None, table_range=None,
-                    restarts: int = RESTARTS) -> CodebookTensor:
+                    restarts: Optional[int] = None) -> CodebookTensor:
     """Learn C codebooks for a float [N, K] tensor and encode it. importance: per-input-column weights [K]
     (mean squared activations), or None. shortlist: codebooks fully fitted per group in the final pass, the
     best after one no-refit assignment with each codebook (0 = fit all; None: 0 if C <= 4 else 2).
     table_range: (lo, hi) of the table entries, within [-127, 127] (default TABLE_RANGE[fmt]; NARROW_RANGE
     for cb2's narrow kernel path). restarts: tables learned from this many k-means seedings (seed, seed+1, ...)
-    on the same sample, keeping the lowest final sample error (C = 1 has no seeding: one run).
+    on the same sample, keeping the lowest final sample error (None: RESTARTS[fmt]; C = 1 has no seeding: one
+    run).
     Defaults: docs/codebooks.md "Learning"."""
     if fmt not in ENTRIES:
         raise ValueError(f"unknown codebook format {fmt!r}; use cb4 or cb2")
@@ -208,6 +209,8 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
         raise ValueError("weight contains NaN or Inf")
     if shortlist is None:
         shortlist = 0 if C <= 4 else 2
+    if restarts is None:
+        restarts = RESTARTS[fmt]
     if not isinstance(restarts, (int, np.integer)) or restarts < 1:
         raise ValueError(f"restarts must be an integer >= 1, got {restarts!r}")
     if table_range is not None:
