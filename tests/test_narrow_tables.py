@@ -1,6 +1,6 @@
 """`lowbit quantize --narrow-tables` / quantize_tensor(table_range=): cb2 tables learned in [-16, 16] (the range
-the AVX2 kernel runs with q4_0's int16 schedule), cb4 tensors of a mixture untouched; bad ranges and formats
-fail cleanly."""
+the AVX2 kernel runs with q4_0's int16 schedule), cb4 tables in [-64, 64] (its int16 pair-add path); bad ranges
+and formats fail cleanly."""
 import numpy as np
 import pytest
 
@@ -58,14 +58,16 @@ def test_cli_narrow_tables_on_a_mixture(tmp_path):
     cb4 = [n for n, f in fmts.items() if f == "cb4"]
     assert cb2 and cb4
     assert all(tabs[n][:, :4].min() >= lo and tabs[n][:, :4].max() <= hi for n in cb2)
-    assert max(np.abs(tabs[n].astype(int)).max() for n in cb4) > hi          # cb4 keeps its full range
+    lo4, hi4 = NARROW_RANGE["cb4"]
+    assert all(tabs[n].min() >= lo4 and tabs[n].max() <= hi4 for n in cb4)
+    assert max(np.abs(tabs[n].astype(int)).max() for n in cb4) > hi          # cb4's narrow range is its own
     llm = lowbit.load(out)
     logits = llm.model.prefill(llm.encode_prompt("Once upon a time"), all_logits=True)
     assert np.isfinite(logits).all()
 
 
-def test_cli_narrow_tables_refuses_cb4(tmp_path, capsys):
-    assert main(["quantize", str(embedded_model()), "-o", str(tmp_path / "x.gguf"), "--format", "cb4",
+def test_cli_narrow_tables_refuses_non_codebook_formats(tmp_path, capsys):
+    assert main(["quantize", str(embedded_model()), "-o", str(tmp_path / "x.gguf"), "--format", "q4_0",
                  "--narrow-tables"]) == 1
-    assert "cb2 only" in capsys.readouterr().err
+    assert "cb4/cb2" in capsys.readouterr().err
     assert not (tmp_path / "x.gguf").exists()
