@@ -183,7 +183,19 @@ def run(formats=None, threads=(1, 2), shapes=None, quick=False, reps=None, numpy
                     log(_fmt_row(row))
     finally:
         ops.set_num_threads(old_threads)
+    add_q4_0_ratios(res)
     return res
+
+
+def add_q4_0_ratios(res: dict) -> None:
+    """Each row's speed relative to q4_0 on the same shape and threads (q4_0 median time / the row's): the
+    measure the codebook issue's goals are stated in. Rows without a q4_0 twin get none."""
+    q4 = {(r["N"], r["K"], r["threads"]): r for r in res["rows"] if r["format"] == "q4_0"}
+    for r in res["rows"]:
+        base = q4.get((r["N"], r["K"], r["threads"]))
+        if base is not None and r["format"] != "q4_0":
+            r["gemv_vs_q4_0"] = base["gemv_ms"] / r["gemv_ms"]
+            r["gemm_vs_q4_0"] = base["gemm_ms"] / r["gemm_ms"]
 
 
 _HEAD = (f"{'format':7s} {'N x K':>11s} {'t':>2s} | {'GEMV ms':>8s} {'GB/s':>6s} {'%BW':>5s} {'x np':>5s} | "
@@ -209,6 +221,15 @@ def summary(res: dict) -> str:
                      f" OPENBLAS_CORETYPE={b.get('openblas_coretype')}")
     lines.append(f"GEMM M={res['gemm_M']}; %BW = GEMV weight GB/s / read bandwidth at the same threads; "
                  "%peak = GMAC/s / (MAC/cycle/core x clock x threads); x np = numpy float32 time / ours")
+    rel = [r for r in res["rows"] if "gemv_vs_q4_0" in r]
+    if rel:
+        lines.append("vs q4_0 (q4_0 median time / format's, same shapes and threads; > 1 = faster than q4_0):")
+        for fmt in dict.fromkeys(r["format"] for r in rel):
+            for t in sorted({r["threads"] for r in rel if r["format"] == fmt}):
+                rs = [r for r in rel if r["format"] == fmt and r["threads"] == t]
+                v, m = [r["gemv_vs_q4_0"] for r in rs], [r["gemm_vs_q4_0"] for r in rs]
+                lines.append(f"  {fmt} {t} thread(s): GEMV {statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f}), "
+                             f"GEMM {statistics.median(m):.2f} ({min(m):.2f}-{max(m):.2f}) over {len(rs)} shape(s)")
     for t in sorted({r["threads"] for r in res["rows"]}):
         rows = [r for r in res["rows"] if r["threads"] == t]
         # best repetition too: on a shared machine it is the closest reading of what the code can do
