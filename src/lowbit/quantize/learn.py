@@ -194,8 +194,8 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
     """Learn C codebooks for a float [N, K] tensor and encode it. importance: per-input-column weights [K]
     (mean squared activations), or None. shortlist: codebooks fully fitted per group in the final pass, the
     best after one no-refit assignment with each codebook (0 = fit all; None: 0 if C <= 4 else 2).
-    table_range: (lo, hi) of the table entries, within [-127, 127] (default TABLE_RANGE[fmt]; NARROW_RANGE
-    for cb2's narrow kernel path). restarts: tables learned from this many k-means seedings (seed, seed+1, ...)
+    table_range: (lo, hi) of the table entries, within [-127, 127] (default TABLE_RANGE[fmt];
+    NARROW_RANGE[fmt] for the AVX2 kernels' narrow paths). restarts: tables learned from this many k-means seedings (seed, seed+1, ...)
     on the same sample, keeping the lowest final sample error (None: RESTARTS[fmt]; C = 1 has no seeding: one
     run).
     Defaults: docs/codebooks.md "Learning"."""
