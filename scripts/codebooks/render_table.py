@@ -15,8 +15,10 @@ def row(r):
     label = r["model"]
     cal = label.endswith(":calib")          # importance-weighted (calibration text) variant of a row
     base = label[: -len(":calib")] if cal else label
+    narrow = base.endswith(":narrow")       # `lowbit quantize --narrow-tables` variant
+    base = base[: -len(":narrow")] if narrow else base
     fmt, _, C = base.partition(":")
-    name = NAMES.get(base, fmt) + (" + importance (botchan.txt)" if cal else "")
+    name = NAMES.get(base, fmt) + (" + importance (botchan.txt)" if cal else "") + (", narrow tables" if narrow else "")
     b = r.get("bpw") or blk_bpw(r["path"])
     types = ", ".join(f"{n} {t}" for t, n in b["types"].items())
     k = r.get("kld")
