@@ -83,7 +83,6 @@ def main(args):
     keep = keep_cb4_patterns(args.keep_cb4) if args.keep_cb4 else []
     if keep and fmt != "cb2":
         raise ValueError("--keep-cb4 applies to --format cb2 only")
-    restarts = {} if args.restarts is None else {"restarts": args.restarts}
     if args.restarts is not None and (fmt not in DEFAULT_CODEBOOKS or args.restarts < 1):
         raise ValueError(f"--restarts applies to cb4/cb2 and must be >= 1, got {args.restarts}")
     if args.narrow_tables and fmt not in DEFAULT_CODEBOOKS:
@@ -140,7 +139,7 @@ def main(args):
                 rng_t = NARROW_RANGE.get(f_t) if args.narrow_tables else None
                 ct = quantize_tensor(w, f_t, C_t, importance=importance.get(t.name), rounds=args.rounds,
                                      sample=args.sample, pool=pool, progress=lambda g: bar.update(32 * g),
-                                     table_range=rng_t, threads=threads, **restarts)
+                                     table_range=rng_t, threads=threads, restarts=args.restarts)
                 gguf_io.add_codebook_tensor(writer, t.name, ct)
                 bits += (ct.blocks.nbytes + ct.tables.nbytes) * 8
             else:

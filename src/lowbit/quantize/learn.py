@@ -230,11 +230,14 @@ def quantize_tensor(w: np.ndarray, fmt: str = "cb4", C: int = 4, importance: Opt
     sel = np.sort(rng.choice(n, sample, replace=False)) if n > sample else np.arange(n)
     Xs, Ws = X[sel], None if imp is None else imp[sel % nb]
     n_runs = restarts if C > 1 else 1
-    # the seedings run side by side (their encodes share the pool; the k-means and table updates are numpy,
-    # largely serial, so two at a time use both cores); each is deterministic, so the pick is too
-    with ThreadPoolExecutor(max_workers=min(n_runs, threads or os.cpu_count() or 1)) as rx:
-        runs = list(rx.map(lambda r: learn_tables(Xs, fmt, C, Ws, rounds, seed + r, pool, table_range),
-                           range(n_runs)))
+    learn = lambda r: learn_tables(Xs, fmt, C, Ws, rounds, seed + r, pool, table_range)  # noqa: E731
+    if n_runs == 1:
+        runs = [learn(0)]
+    else:
+        # the seedings run side by side (their encodes share the pool; the k-means and table updates are numpy,
+        # largely serial, so two at a time use both cores); each is deterministic, so the pick is too
+        with ThreadPoolExecutor(max_workers=min(n_runs, threads or os.cpu_count() or 1)) as rx:
+            runs = list(rx.map(learn, range(n_runs)))
     final = [r[1][-1] if r[1] else 0.0 for r in runs]                 # final sample error of each seeding
     best = int(np.argmin(final))
     tables, errs = runs[best]

@@ -68,7 +68,6 @@ def main(argv=None):
     p.add_argument("--configs", help="e.g. q4_0,cb4:4,cb2:16 (default: all)")
     p.add_argument("--restarts", type=int, default=None, help="cb k-means seedings per tensor (default: learn.RESTARTS)")
     args = p.parse_args(argv)
-    kw = {} if args.restarts is None else {"restarts": args.restarts}
     layers = None if not args.layers else {int(s) for s in args.layers.split(",")}
     configs = CONFIGS
     if args.configs:
@@ -80,7 +79,7 @@ def main(argv=None):
     print("| format | C | bits/weight | weight rel MSE | output rel err | quantize s |")
     print("|---|---:|---:|---:|---:|---:|")
     for fmt, C in configs:
-        r = evaluate(tensors, fmt, C, **(kw if C else {}))
+        r = evaluate(tensors, fmt, C, **({"restarts": args.restarts} if C else {}))
         print(f"| {fmt} | {C or '-'} | {r['bpw']:.4f} | {r['wmse']:.5f} | {r['oerr']:.5f} | {r['seconds']:.1f} |",
               flush=True)
 
