@@ -242,6 +242,85 @@ e1: if (has_aux) PyBuffer_Release(&aux);
     return NULL;
 }
 
+/* linear_parts(parts, K, x, M, out, ldo): parts = ((kernel, N, W, aux or None, col), ...); out[M, ldo] gets
+ * x @ W_i^T in columns col_i..col_i+N_i-1. One activation quantization, one pool dispatch for all parts. */
+static PyObject *py_linear_parts(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *po, *xo, *oo;
+    int K, M;
+    Py_ssize_t ldo;
+    if (!PyArg_ParseTuple(args, "OiOiOn", &po, &K, &xo, &M, &oo, &ldo)) return NULL;
+    PyObject *seq = PySequence_Fast(po, "parts must be a sequence of (kernel, N, W, aux, col) tuples");
+    if (!seq) return NULL;
+    const Py_ssize_t np = PySequence_Fast_GET_SIZE(seq);
+    lb_lin_part parts[LB_MAX_PARTS];
+    Py_buffer wb[LB_MAX_PARTS], ab[LB_MAX_PARTS], x = {0}, o = {0};
+    int has_aux[LB_MAX_PARTS] = {0}, got = 0, ok = 0;
+    if (np < 1 || np > LB_MAX_PARTS) {
+        PyErr_Format(PyExc_ValueError, "linear_parts takes 1 to %d parts, got %zd", LB_MAX_PARTS, np);
+        goto done;
+    }
+    if (ldo <= 0 || ldo > INT32_MAX) { PyErr_Format(PyExc_ValueError, "bad output width ldo=%zd", ldo); goto done; }
+    for (Py_ssize_t i = 0; i < np; i++) {
+        int kidx, N;
+        Py_ssize_t col;
+        PyObject *w, *aux;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(seq, i), "iiOOn;each part is (kernel, N, W, aux, col)",
+                              &kidx, &N, &w, &aux, &col)) goto done;
+        const lb_kernel *k = get_kernel(kidx);
+        if (!k || check_dims(K, N, M)) goto done;
+        if (i > 0 && !lb_parts_compatible(parts[0].k, k)) {
+            PyErr_Format(PyExc_ValueError, "kernels %s and %s pack activations differently; run them apart",
+                         parts[0].k->name, k->name);
+            goto done;
+        }
+        if (col < 0 || col + N > ldo) {
+            PyErr_Format(PyExc_ValueError, "part %zd: columns %zd..%zd outside the output width %zd", i, col,
+                         col + N, ldo);
+            goto done;
+        }
+        for (Py_ssize_t q = 0; q < i; q++)       /* overlapping parts would race on the same outputs */
+            if ((size_t)col < parts[q].col + (size_t)parts[q].N && parts[q].col < (size_t)col + (size_t)N) {
+                PyErr_Format(PyExc_ValueError, "parts %zd and %zd write overlapping columns", q, i);
+                goto done;
+            }
+        has_aux[i] = aux != Py_None;
+        if ((k->fmt == LB_FMT_CB4 || k->fmt == LB_FMT_CB2) && !has_aux[i]) {
+            PyErr_Format(PyExc_ValueError, "format %s needs its codebook tables", lb_fmt_name(k->fmt));
+            goto done;
+        }
+        if (get_buf(w, &wb[i], weight_bytes(k, K, N), 0, "packed weights")) goto done;
+        if (has_aux[i] && get_buf(aux, &ab[i], LB_CB_AUX_BYTES, 0, "codebook tables")) {
+            PyBuffer_Release(&wb[i]);
+            goto done;
+        }
+        got = (int)i + 1;
+        parts[i] = (lb_lin_part){.k = k, .N = N, .W = wb[i].buf, .aux = has_aux[i] ? ab[i].buf : NULL,
+                                 .col = (size_t)col};
+    }
+    if (M == 0) { ok = 1; goto done; }
+    if (get_buf(xo, &x, (size_t)M * K * 4, 0, "activations")) goto done;
+    if (get_buf(oo, &o, (size_t)M * (size_t)ldo * 4, 1, "output")) { PyBuffer_Release(&x); x.obj = NULL; goto done; }
+    uint8_t *scratch = malloc(lb_act_bytes(M, K));
+    if (!scratch) PyErr_NoMemory();
+    else {
+        Py_BEGIN_ALLOW_THREADS lb_linear_parts((int)np, parts, K, M, x.buf, o.buf, (size_t)ldo, scratch);
+        Py_END_ALLOW_THREADS
+        free(scratch);
+        ok = 1;
+    }
+    PyBuffer_Release(&o);
+    PyBuffer_Release(&x);
+done:
+    for (int i = 0; i < got; i++) {
+        PyBuffer_Release(&wb[i]);
+        if (has_aux[i]) PyBuffer_Release(&ab[i]);
+    }
+    Py_DECREF(seq);
+    if (!ok) return NULL;
+    Py_RETURN_NONE;
+}
+
 typedef struct { const uint8_t *p; size_t n, chunk; double sums[256]; } rd_job;
 static void rd_task(void *ctx, int t, int thread) {
     rd_job *j = ctx;
@@ -424,6 +503,7 @@ static PyMethodDef methods[] = {
     {"gemm_multi", py_gemm_multi, METH_VARARGS, "One multi-token-group GEMM call (tests)."},
     {"set_gemm_multi", py_set_gemm_multi, METH_VARARGS, "Use kernels' multi-group GEMM in linear (default on)."},
     {"linear", py_linear, METH_VARARGS, "Threaded out = x @ W^T."},
+    {"linear_parts", py_linear_parts, METH_VARARGS, "Threaded out[:, col_i:] = x @ W_i^T for fused parts."},
     {"read_sum", py_read_sum, METH_VARARGS, "Parallel read of a buffer (bandwidth probe)."},
     {"add_chain", py_add_chain, METH_VARARGS, "Dependent add chain (clock probe)."},
     {"add_rmsnorm", py_add_rmsnorm, METH_VARARGS, "x += residual (unless None); out = rmsnorm(x) * w."},

@@ -135,14 +135,10 @@ def test_bad_requests_4xx_and_still_serving(server, client, case):
     assert ok.usage.completion_tokens > 0
 
 
-@pytest.mark.parametrize("fmt", ["q4_0", "q8_0", "f32"])
-def test_batched_decode_is_bit_identical_to_lone_decode(fmt):
-    """The continuous-batching step (M rows through GEMM) must give each sequence exactly the logits it gets
-    alone (M = 1, GEMV), or greedy answers would depend on who else is being served."""
+def _check_batched_equals_lone(e):
     import numpy as np
     from lowbit.server.engine import SamplingParams
     from lowbit.server.lowbit_engine import decode_batch
-    e = LowbitEngine.load(None, format=fmt, n_ctx=64)
     m = e.model
     prompts = [e.encode(p) for p in PROMPTS[:5]]
     seqs = [e.start(ids, SamplingParams(max_tokens=8, temperature=0))[0] for ids in prompts]
@@ -154,6 +150,25 @@ def test_batched_decode_is_bit_identical_to_lone_decode(fmt):
     batched = decode_batch(m, [s.cache for s in seqs], [s.last for s in seqs])
     for i in range(len(seqs)):
         np.testing.assert_array_equal(batched[i], lone[i])
+
+
+@pytest.mark.parametrize("fmt", ["q4_0", "q8_0", "f32"])
+def test_batched_decode_is_bit_identical_to_lone_decode(fmt):
+    """The continuous-batching step (M rows through GEMM) must give each sequence exactly the logits it gets
+    alone (M = 1, GEMV), or greedy answers would depend on who else is being served."""
+    _check_batched_equals_lone(LowbitEngine.load(None, format=fmt, n_ctx=64))
+
+
+def test_batched_decode_bit_identical_with_split_cb_weights(tmp_path):
+    """The same for cb4 at C=16, whose q/k/v and gate/up run as parts (SplitLinear): batched in one GEMM call."""
+    from lowbit.cli import main
+    from lowbit.registry import embedded_model
+    from lowbit.model.weights import SplitLinear
+    path = tmp_path / "c16.gguf"
+    assert main(["quantize", str(embedded_model()), "--format", "cb4", "--codebooks", "16", "-o", str(path)]) == 0
+    e = LowbitEngine.load(path, n_ctx=64)
+    assert isinstance(e.model.layers[0].wqkv, SplitLinear) and e.model.layers[0].wqkv._one is not None
+    _check_batched_equals_lone(e)
 
 
 DECODE_RTOL = 1e-4  # same math, different op order: float32 rounding only

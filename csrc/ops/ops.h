@@ -7,6 +7,22 @@ size_t lb_act_bytes(int M, int K);
  * Runs on the thread pool; call without the GIL. */
 void lb_linear(const lb_kernel *k, int K, int N, const uint8_t *W, const int8_t *aux, int M, const float *x,
                float *out, uint8_t *scratch);
+/* One of several weights sharing K whose outputs sit side by side in one output (fused q/k/v or gate/up whose
+ * cb tables cannot share one tensor): columns 0..N-1 of W go to out[:, col..col+N-1]. */
+typedef struct {
+    const lb_kernel *k;
+    int N;
+    const uint8_t *W;
+    const int8_t *aux;
+    size_t col;
+} lb_lin_part;
+#define LB_MAX_PARTS 8
+/* Parts may share one call when their activations pack the same way (parts[0]'s packing is used). */
+int lb_parts_compatible(const lb_kernel *a, const lb_kernel *b);
+/* out[M, ldo] (columns per parts' col) = x[M,K] @ [W_0; W_1; ...]^T: activations quantized once, one pool
+ * dispatch over all parts' column chunks. nparts <= LB_MAX_PARTS. Call without the GIL. */
+void lb_linear_parts(int nparts, const lb_lin_part *parts, int K, int M, const float *x, float *out, size_t ldo,
+                     uint8_t *scratch);
 /* Quantize + pack activations only (the first half of lb_linear), for tests. */
 void lb_pack_activations(const lb_kernel *k, int M, int K, const float *x, uint8_t *scratch);
 /* STREAM-like read bandwidth over buf (bytes/s measured by the caller); returns a checksum. */

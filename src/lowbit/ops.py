@@ -172,6 +172,45 @@ def linear(x: np.ndarray, w: PackedWeight, out: Optional[np.ndarray] = None) -> 
     return out
 
 
+MAX_PARTS = 8    # LB_MAX_PARTS in csrc/ops/ops.h
+
+
+def parts_compatible(kernels) -> bool:
+    """Whether weights packed for these kernels can run as one linear_parts call: their activations must pack
+    alike (the check lb_parts_compatible in csrc/ops/linear.c makes again)."""
+    return len({(k["act_B"], "avx2" in k["isa"]) for k in kernels}) == 1
+
+
+def linear_parts(x: np.ndarray, ws, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """y = x @ [W_0; W_1; ...]^T for weights sharing K, their outputs side by side ([M, sum N_i]) as if they were
+    one fused matrix: one activation quantization, one threaded dispatch (fused q/k/v or gate/up whose cb
+    tables cannot share one tensor). Every column is bit-identical to linear(x, W_i)."""
+    ws = list(ws)
+    if not ws or len(ws) > MAX_PARTS:
+        raise ValueError(f"linear_parts takes 1 to {MAX_PARTS} weights, got {len(ws)}")
+    for w in ws:
+        if not isinstance(w, PackedWeight):
+            raise TypeError(f"weights must be PackedWeights, got {type(w).__name__}")
+        _check_packed(w)
+        if w.K != ws[0].K:
+            raise ValueError(f"weights have K={ws[0].K} and K={w.K}; parts of one output share K")
+    if not parts_compatible([w.kernel for w in ws]):
+        raise ValueError("these kernels pack activations differently; call linear on each")
+    x = _check_x(x, ws[0].K)
+    M = 1 if x.ndim == 1 else x.shape[0]
+    Nt = sum(w.N for w in ws)
+    shape = (Nt,) if x.ndim == 1 else (M, Nt)
+    if out is None:
+        out = np.empty(shape, dtype=np.float32)
+    elif out.dtype != np.float32 or out.shape != shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous float32 array of shape {shape}")
+    cols = np.cumsum([0] + [w.N for w in ws])
+    parts = tuple((w.kernel["index"], w.N, w.data, w.aux, int(c)) for w, c in zip(ws, cols))
+    if M:
+        _core.linear_parts(parts, ws[0].K, x, M, out, Nt)
+    return out
+
+
 def runtime_info() -> dict:
     """CPU features, the kernel chosen per format and the thread count (what `lowbit info` prints)."""
     from .formats import FORMATS

@@ -28,8 +28,10 @@ class PackedLinear:
 
 
 class SplitLinear:
-    """Parts of a fused weight run one by one, each into its column slice of the output: cb tensors whose
-    tables together exceed the 16 a 4-bit id can name (quantize/gguf_io.py) cannot share one PackedWeight."""
+    """Parts of a fused weight, each writing its column slice of the output: cb tensors whose tables together
+    exceed the 16 a 4-bit id can name (quantize/gguf_io.py) cannot share one PackedWeight. They still run as one
+    op (`_core.linear_parts`: activations quantized once, one pool dispatch) when their kernels pack activations
+    alike, as parts of one format always do; otherwise one linear per part."""
 
     def __init__(self, parts):
         self.parts = parts
@@ -38,9 +40,16 @@ class SplitLinear:
         ends = np.cumsum([p.N for p in parts])
         self._cols = [(int(e - p.N), int(e)) for p, e in zip(parts, ends)]
         self._tmp = [np.zeros((0, p.N), np.float32) for p in parts]
+        self._one = None
+        if all(isinstance(p, PackedLinear) for p in parts) and len(parts) <= ops.MAX_PARTS and ops.parts_compatible(
+                [p.pw.kernel for p in parts]):
+            self._one = tuple((p._idx, p.N, p._data, p._aux, a) for p, (a, _) in zip(parts, self._cols))
 
     def __call__(self, x, out):
         M = x.shape[0]
+        if self._one is not None:
+            ops._core.linear_parts(self._one, self.K, x, M, out, self.N)
+            return out
         for i, (p, (a, b)) in enumerate(zip(self.parts, self._cols)):
             if M == 1:                   # a one-row slice is contiguous: written in place
                 p(x, out[:, a:b])

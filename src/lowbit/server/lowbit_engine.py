@@ -130,10 +130,10 @@ class LowbitEngine:
 
 
 def _rows(w, x, out):
-    """x[M, K] @ w -> out. Packed (quantized) weights: one GEMM call; every row comes out bit-identical to a
-    lone GEMV, so batching never changes a greedy answer. Float weights (BLAS) can round differently with M, so
-    they go row by row, exactly as a lone decode does."""
-    if isinstance(w, PackedLinear):
+    """x[M, K] @ w -> out. Packed (quantized) weights, fused or in parts: one GEMM call; every row comes out
+    bit-identical to a lone GEMV, so batching never changes a greedy answer. Float weights (BLAS) can round
+    differently with M, so they go row by row, exactly as a lone decode does."""
+    if isinstance(w, PackedLinear) or getattr(w, "_one", None) is not None:   # SplitLinear in one linear_parts
         return w(x, out)
     for i in range(x.shape[0]):
         w(x[i: i + 1], out[i: i + 1])
