@@ -18,13 +18,14 @@ import numpy as np
 
 from .. import ops
 from ..formats import get_format
+from ..formats.cb import DEFAULT_CODEBOOKS
 from . import roofline
 
 # Llama-2-7B (4096, 11008) and TinyLlama-1.1B (2048, 5632) layer shapes, N x K (out x in)
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008), (2048, 5632), (5632, 2048)]
 QUICK_SHAPES = [(4096, 4096), (11008, 4096)]
 FORMATS = ["q4_0", "iq4_nl", "q8_0"]
-CODEBOOKS = {"cb4": 16, "cb2": 4}     # tables per tensor for cb formats (lowbit quantize defaults)
+CODEBOOKS = DEFAULT_CODEBOOKS     # tables per tensor for cb formats (lowbit quantize's defaults)
 GEMM_M = 512
 
 

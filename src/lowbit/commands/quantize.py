@@ -11,15 +11,16 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from ..formats.cb import DEFAULT_CODEBOOKS
+
 FORMATS = ("cb4", "cb2", "q4_0", "iq4_nl", "q8_0")
-DEFAULT_CODEBOOKS = {"cb4": 16, "cb2": 4}    # docs/codebooks.md "Default C"
 
 
 def add_arguments(p):
     p.add_argument("model", help="input GGUF (path or known model name)")
     p.add_argument("-o", "--output", required=True, help="output GGUF path")
     p.add_argument("--format", default="cb4", choices=FORMATS, help="target weight format (default cb4)")
-    p.add_argument("--codebooks", type=int, default=None, help="codebooks per tensor, 1..16 (default: cb4 16, cb2 4)")
+    p.add_argument("--codebooks", type=int, default=None, help="codebooks per tensor, 1..16 (default 16)")
     p.add_argument("--calib", help="calibration text file for importance weights (not the evaluation text)")
     p.add_argument("--calib-tokens", type=int, default=4096, help="tokens of calibration text to run (4096)")
     p.add_argument("--threads", type=int, default=None, help="worker threads (default: all cores)")

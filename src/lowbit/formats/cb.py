@@ -12,6 +12,9 @@ import numpy as np
 ENTRIES = {"cb4": 16, "cb2": 4}
 BLOCK_BYTES = {"cb4": 18, "cb2": 10}
 MAX_TABLES = 16          # the id is the scale word's low 4 bits
+# Tables per tensor that `lowbit quantize` learns (docs/codebooks.md "Default C": cb2 C=16 since session 5, when
+# parts past 16 tables together stopped costing decode speed)
+DEFAULT_CODEBOOKS = {"cb4": 16, "cb2": 16}
 ID_MASK, SCALE_MASK = 0x000F, 0xFFF0
 # Any int8 but -128 is a valid entry (|w| must fit the kernels' maddubs operand). The learner keeps cb2 tables
 # in [-64, 63]: then the AVX2 kernel adds 64 and runs maddubs(w + 64, a) without sign ops (7 bits are ample for
