@@ -101,6 +101,11 @@ def test_kld_self_is_zero_and_other_is_positive(model, tokens, tmp_path, monkeyp
     assert cache.ready and cache.path.parent == tmp_path / "kld"
     same = P.score(P.lowbit_logits_fn(model), chunks, ref=cache.reader(), progress=False)
     assert same.kld["kld_mean"] == 0.0 and same.kld["same_top"] == 1.0
+    # the reference's PPL read back from the cache (float32 log-probs) is the PPL of the run that wrote it
+    nll = cache.target_nll(chunks)
+    ppl, err = P.ppl_and_err(nll)
+    assert len(nll) == same.n_scored
+    assert ppl == pytest.approx(same.ppl, rel=1e-6) and err == pytest.approx(same.ppl_err, rel=1e-5)
     # a perturbed model (logits scaled) must show a positive divergence
     fn = P.lowbit_logits_fn(model)
     other = P.score(lambda c: fn(c) * 0.5, chunks, ref=cache.reader(), progress=False)

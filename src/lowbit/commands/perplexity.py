@@ -63,7 +63,7 @@ def main(args):
     print(f"{model_path} as {fmt}: {len(tokens)} tokens, {len(chunks)} chunks of {args.ctx}, "
           f"scoring {args.ctx - 1 - args.ctx // 2} per chunk, BOS {'replaces chunk starts' if bos is not None else 'none'}")
 
-    ref = None
+    ref, ref_ppl = None, None
     if args.kld_ref:
         ref_fmt = _auto_format(args.kld_ref, args.ref_format)
         cache = P.RefCache(args.kld_ref, ref_fmt, tokens, args.ctx, len(chunks), vocab)
@@ -87,10 +87,13 @@ def main(args):
             r = P.score(P.lowbit_logits_fn(rllm), chunks, progress=not args.no_progress, desc="reference",
                         keep_logp=keep)
             cache.finish(arr)
+            ref_ppl = [r.ppl, r.ppl_err]
             print(f"reference PPL = {r.ppl:.4f} +/- {r.ppl_err:.4f}")
             del rllm
         else:
             print(f"reference log-probs from cache {cache.path}")
+            ref_ppl = list(P.ppl_and_err(cache.target_nll(chunks)))
+            print(f"reference PPL = {ref_ppl[0]:.4f} +/- {ref_ppl[1]:.4f} (from the cached log-probs)")
         ref = cache.reader()
 
     res = P.score(P.lowbit_logits_fn(llm), chunks, ref=ref, progress=not args.no_progress)
@@ -101,6 +104,8 @@ def main(args):
               f"p99 {k['kld_p99']:.6f}; same top-1: {100 * k['same_top']:.2f}%")
     out = {"model": args.label or Path(model_path).stem, "path": model_path, "format": fmt,
            "text": str(text_path), "ctx": args.ctx, **res.as_dict()}
+    if ref_ppl is not None:
+        out["ref_ppl"] = ref_ppl
 
     if args.check_llamacpp:
         from ..bench.peer import Peer

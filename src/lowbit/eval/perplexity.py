@@ -126,11 +126,15 @@ def score(logits_fn: LogitsFn, chunks, ref=None, progress: bool = True, desc: st
     if bar is not None:
         bar.close()
     nll = np.concatenate(nll_all)
-    mean = float(nll.mean())
-    ppl = math.exp(mean)
-    err = ppl * float(nll.std(ddof=1)) / math.sqrt(len(nll)) if len(nll) > 1 else 0.0
-    return Result(ppl, err, mean, len(nll), len(chunks), ctx, sum(len(c) for c in chunks), chunk_ppl,
+    ppl, err = ppl_and_err(nll)
+    return Result(ppl, err, float(nll.mean()), len(nll), len(chunks), ctx, sum(len(c) for c in chunks), chunk_ppl,
                   kld.summary() if kld is not None else None)
+
+
+def ppl_and_err(nll: np.ndarray) -> tuple[float, float]:
+    """PPL = exp(mean NLL) and its +/- (ppl * stderr of the NLL), as llama.cpp prints them."""
+    ppl = math.exp(float(nll.mean()))
+    return ppl, (ppl * float(nll.std(ddof=1)) / math.sqrt(len(nll)) if len(nll) > 1 else 0.0)
 
 
 # ---------------------------------------------------------------- reference log-probs, cached on disk
@@ -186,6 +190,16 @@ class RefCache:
         if arr.shape != self.shape:
             raise RuntimeError(f"KLD cache {self.path} has shape {arr.shape}, expected {self.shape}; delete it")
         return lambda i: np.asarray(arr[i], dtype=np.float64)
+
+    def target_nll(self, chunks) -> np.ndarray:
+        """The reference's NLL of every scored token, read from the cache (a few reads per chunk, not the whole
+        file): its PPL without running the reference again (float32-stored log-probs: ~1e-7 relative)."""
+        arr = np.load(self.path, mmap_mode="r")
+        ctx = len(chunks[0])
+        first = ctx // 2
+        rows = np.arange(ctx - 1 - first)
+        return np.concatenate([-np.asarray(arr[i][rows, np.asarray(c[first + 1: ctx])], dtype=np.float64)
+                               for i, c in enumerate(chunks)])
 
 
 # ---------------------------------------------------------------- lowbit models as logits functions
