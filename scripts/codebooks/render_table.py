@@ -8,7 +8,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bpw import blk_bpw  # noqa: E402
 
 NAMES = {"f32": "F32 (reference)", "Q4_K_M": "llama.cpp Q4_K_M", "Q2_K": "llama.cpp Q2_K",
-         "mix:gu": "cb2 + cb4 (cb2 on ffn_gate/up)", "mix:up": "cb2 + cb4 (cb2 on ffn_up)", "mix:qkv": "cb2 + cb4 (cb2 on attn_q/k/v)"}
+         "mix:gu": "cb2 + cb4 (cb2 on ffn_gate/up)", "mix:up": "cb2 + cb4 (cb2 on ffn_up)", "mix:qkv": "cb2 + cb4 (cb2 on attn_q/k/v)",
+         "mix:qkv4": "cb2 C=4 + cb4 (cb2 on attn_q/k/v)"}
 
 
 def row(r):
@@ -24,7 +25,8 @@ def row(r):
     k = r.get("kld")
     kld = f"{k['kld_mean']:.4f} ± {k['kld_stderr']:.4f}" if k else "0"
     top = f"{100 * k['same_top']:.1f}%" if k else "100%"
-    C = C if fmt in ("cb4", "cb2") else ("16 / 4" if fmt == "mix" else "-")
+    # mix: cb4 C / cb2 C (quality_table.sh records cb2_C; runs before it had cb2 C=4, the default then)
+    C = C if fmt in ("cb4", "cb2") else (f"16 / {r.get('cb2_C', 4)}" if fmt == "mix" else "-")
     return (f"| {name} | {C} | {types} | {b['bpw']:.3f} | {r['ppl']:.2f} ± {r['ppl_err']:.2f} | {kld} | {top} "
             f"| {r['n_chunks']} | {r.get('perplexity_s', '')} |")
 
