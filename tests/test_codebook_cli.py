@@ -80,6 +80,24 @@ def test_split_parts_match_fused(quantized, monkeypatch):
     np.testing.assert_array_equal(a, b)
 
 
+def test_failed_run_leaves_no_file(tmp_path, monkeypatch, capsys):
+    """A run that fails mid-way (here: the learner raising on the third tensor) leaves neither OUT nor a
+    temporary file behind."""
+    from lowbit import quantize as q
+    real, calls = q.quantize_tensor, []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("learner failed")
+        return real(*a, **k)
+    monkeypatch.setattr(q, "quantize_tensor", flaky)
+    out = tmp_path / "o.gguf"
+    assert main(["quantize", str(embedded_model()), "--format", "cb4", "--codebooks", "2", "-o", str(out)]) == 1
+    assert "learner failed" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_sixteen_codebooks_run_unfused(tmp_path):
     """The cb4 default (C=16): q/k/v hold 48 tables together, more than a 4-bit id names, so they run split."""
     from lowbit.model.weights import SplitLinear
@@ -104,5 +122,11 @@ def test_bad_arguments(tmp_path, capsys, args, msg):
 def test_refuses_overwrite_and_requantize(quantized, capsys, tmp_path):
     assert main(["quantize", str(quantized["cb4"]), "-o", str(quantized["cb4"])]) == 1
     assert "overwrite" in capsys.readouterr().err
+    mine = tmp_path / "mine.gguf"               # a file the user already has: kept unless --force
+    mine.write_bytes(b"precious")
+    args = ["quantize", str(embedded_model()), "--format", "q4_0", "-o", str(mine)]
+    assert main(args) == 1
+    assert "--force" in capsys.readouterr().err and mine.read_bytes() == b"precious"
+    assert main(args + ["--force"]) == 0 and mine.read_bytes()[:4] == b"GGUF"
     assert main(["quantize", str(quantized["cb4"]), "-o", str(tmp_path / "again.gguf")]) == 1
     assert "already holds codebook tensors" in capsys.readouterr().err

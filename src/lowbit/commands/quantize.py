@@ -19,6 +19,7 @@ FORMATS = ("cb4", "cb2", "q4_0", "iq4_nl", "q8_0")
 def add_arguments(p):
     p.add_argument("model", help="input GGUF (path or known model name)")
     p.add_argument("-o", "--output", required=True, help="output GGUF path")
+    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
     p.add_argument("--format", default="cb4", choices=FORMATS, help="target weight format (default cb4)")
     p.add_argument("--codebooks", type=int, default=None, help="codebooks per tensor, 1..16 (default 16)")
     p.add_argument("--calib", help="calibration text file for importance weights (not the evaluation text)")
@@ -63,14 +64,11 @@ def _targets(reader, include_output):
 
 
 def main(args):
-    import gguf
     from tqdm import tqdm
 
-    from ..formats import get_format
-    from ..formats.cb import NARROW_RANGE
+    from ..io.atomic import atomic_path
     from ..io.gguf import open_reader
-    from ..io.source import dequantize
-    from ..quantize import gguf_io, quantize_tensor
+    from ..quantize import gguf_io
     from ..registry import resolve
 
     fmt = args.format
@@ -96,6 +94,8 @@ def main(args):
     out_path = os.path.abspath(args.output)
     if out_path == os.path.abspath(src_path):
         raise ValueError("output would overwrite the input model")
+    if os.path.exists(out_path) and not args.force:   # checked before the work (atomic_path checks again)
+        raise FileExistsError(f"{out_path} exists; pass --force to overwrite it")
     threads = args.threads or os.cpu_count() or 1
     if threads < 1:
         raise ValueError("--threads must be >= 1")
@@ -119,7 +119,30 @@ def main(args):
     as_cb4 = {n for n in targets if any(fnmatch.fnmatchcase(n, p) for p in keep)}
     if keep and not as_cb4:
         raise ValueError(f"--keep-cb4 {args.keep_cb4!r} matches none of the {len(targets)} quantized tensors")
-    writer = gguf.GGUFWriter(out_path, arch)
+    # written beside OUT and renamed when complete: an interrupted or failed run leaves no partial file, and an
+    # existing OUT is only replaced with --force
+    with atomic_path(out_path, args.force) as tmp:
+        bits, t_q, t_done = _write(reader, tmp, arch, fmt, C, targets, as_cb4, importance, args, threads)
+    print(f"quantized {len(targets)} tensors, {total / 1e6:.1f} M weights to {fmt}"
+          + (f" (C={C}{', importance-weighted' if importance else ''})" if fmt in DEFAULT_CODEBOOKS else "")
+          + (f", {len(as_cb4)} of them cb4 (C={args.cb4_codebooks}, --keep-cb4)" if as_cb4 else "")
+          + f": {bits / max(total, 1):.4f} bits/weight incl. scales, ids and tables")
+    print(f"quantization time: {t_done - t_q:.1f} s ({threads} threads); total {time.perf_counter() - t_start:.1f} s; "
+          f"wrote {out_path} ({os.path.getsize(out_path) / 2**20:.1f} MiB)")
+    return 0
+
+
+def _write(reader, path, arch, fmt, C, targets, as_cb4, importance, args, threads):
+    """Quantize the target tensors of `reader` and write the GGUF to path; returns (bits, t_start, t_end)."""
+    import gguf
+    from tqdm import tqdm
+
+    from ..formats import get_format
+    from ..formats.cb import NARROW_RANGE
+    from ..io.source import dequantize
+    from ..quantize import gguf_io, quantize_tensor
+    total = sum(N * K for N, K in targets.values())
+    writer = gguf.GGUFWriter(path, arch)
     gguf_io.copy_fields(reader, writer)
     if fmt in DEFAULT_CODEBOOKS:
         writer.add_uint32("lowbit.cb.version", gguf_io.VERSION)
@@ -154,10 +177,4 @@ def main(args):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    print(f"quantized {len(targets)} tensors, {total / 1e6:.1f} M weights to {fmt}"
-          + (f" (C={C}{', importance-weighted' if importance else ''})" if fmt in DEFAULT_CODEBOOKS else "")
-          + (f", {len(as_cb4)} of them cb4 (C={args.cb4_codebooks}, --keep-cb4)" if as_cb4 else "")
-          + f": {bits / max(total, 1):.4f} bits/weight incl. scales, ids and tables")
-    print(f"quantization time: {t_done - t_q:.1f} s ({threads} threads); total {time.perf_counter() - t_start:.1f} s; "
-          f"wrote {out_path} ({os.path.getsize(out_path) / 2**20:.1f} MiB)")
-    return 0
+    return bits, t_q, t_done
