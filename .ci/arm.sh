@@ -79,7 +79,7 @@ CASES=(
 )
 want=${ARM_CPUS:-}
 TESTS=()
-for f in tests/test_kernels.py tests/test_repack.py tests/test_linear.py tests/test_linear_parts.py tests/test_bad_input.py; do
+for f in tests/test_kernels.py tests/test_repack.py tests/test_linear.py tests/test_linear_parts.py tests/test_attn_prefill.py tests/test_bad_input.py; do
   [[ -f $SRC/$f ]] && TESTS+=("$f")
 done
 # Tests that run `sys.executable` in a subprocess: a guest can't exec another aarch64 binary without binfmt,

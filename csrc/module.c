@@ -395,6 +395,48 @@ static PyObject *py_silu_mul(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* attn_prefill(H, Hkv, hd, p0, M, n_ctx, qkv, rot, kc, vc, out, scale, simd): M rows' RoPE, KV write and causal
+ * attention on the pool (ops.h lb_attn_prefill); qkv [M, (H+2Hkv)*hd], rot [>= p0+M, hd/2] (cos, sin) pairs,
+ * caches [Hkv, n_ctx, hd], out [M, H*hd]. */
+static PyObject *py_attn_prefill(PyObject *self, PyObject *args) {
+    (void)self;
+    int H, Hkv, hd, p0, M, n_ctx, simd;
+    float scale;
+    PyObject *qo, *ro, *ko, *vo, *oo;
+    if (!PyArg_ParseTuple(args, "iiiiiiOOOOOfp", &H, &Hkv, &hd, &p0, &M, &n_ctx, &qo, &ro, &ko, &vo, &oo, &scale,
+                          &simd)) return NULL;
+    if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd % 2 || n_ctx <= 0 || p0 < 0 || M < 1 || M > n_ctx - p0)
+        return PyErr_Format(PyExc_ValueError, "bad attention shape H=%d Hkv=%d hd=%d p0=%d M=%d n_ctx=%d",
+                            H, Hkv, hd, p0, M, n_ctx);
+    const size_t ldq = (size_t)(H + 2 * Hkv) * hd, ldo = (size_t)H * hd, cache = (size_t)Hkv * n_ctx * hd * 4;
+    Py_buffer q, r, k, v, o;
+    PyObject *ret = NULL;
+    if (get_buf(qo, &q, (size_t)M * ldq * 4, 1, "qkv")) return NULL;
+    if (get_buf(ro, &r, (size_t)(p0 + M) * hd * 4, 0, "rope table")) goto e1;
+    if (get_buf(ko, &k, cache, 1, "k cache")) goto e2;
+    if (get_buf(vo, &v, cache, 1, "v cache")) goto e3;
+    if (get_buf(oo, &o, (size_t)M * ldo * 4, 1, "out")) goto e4;
+    float *scratch = malloc((size_t)lb_pool_threads() * n_ctx * sizeof(float));
+    if (!scratch) { PyErr_NoMemory(); goto e5; }
+    Py_BEGIN_ALLOW_THREADS
+    lb_attn_prefill(H, Hkv, hd, p0, M, n_ctx, q.buf, ldq, r.buf, k.buf, v.buf, o.buf, ldo, scale, scratch, simd);
+    Py_END_ALLOW_THREADS
+    free(scratch);
+    ret = Py_None;
+    Py_INCREF(ret);
+e5: PyBuffer_Release(&o);
+e4: PyBuffer_Release(&v);
+e3: PyBuffer_Release(&k);
+e2: PyBuffer_Release(&r);
+e1: PyBuffer_Release(&q);
+    return ret;
+}
+
+static PyObject *py_attn_prefill_simd(PyObject *self, PyObject *args) {
+    (void)self; (void)args;
+    return PyBool_FromLong(lb_attn_prefill_simd());
+}
+
 static PyObject *py_attn_decode(PyObject *self, PyObject *args) {
     (void)self;
     int H, Hkv, hd, pos, n_ctx;
@@ -509,6 +551,8 @@ static PyMethodDef methods[] = {
     {"add_rmsnorm", py_add_rmsnorm, METH_VARARGS, "x += residual (unless None); out = rmsnorm(x) * w."},
     {"silu_mul", py_silu_mul, METH_VARARGS, "out = silu(gu[:n]) * gu[n:], n = len(out)."},
     {"attn_decode", py_attn_decode, METH_VARARGS, "One token's RoPE, KV-cache write and GQA attention."},
+    {"attn_prefill", py_attn_prefill, METH_VARARGS, "M rows' RoPE, KV-cache write and causal GQA attention."},
+    {"attn_prefill_simd", py_attn_prefill_simd, METH_NOARGS, "Whether prefill attention has a SIMD kernel here."},
     {"cb_encode", py_cb_encode, METH_VARARGS, "Encode groups of 32 against int8 codebooks (quantize)."},
     {NULL, NULL, 0, NULL},
 };

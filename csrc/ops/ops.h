@@ -36,6 +36,15 @@ void lb_silu_mul(int n, const float *g, const float *u, float *out);
 /* RoPE q/k in qkv, write k/v to the caches at pos, GQA attention over 0..pos into out [H*hd]. */
 void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, const float *rot, float *kc,
                     float *vc, float *scores, float *out);
+/* Prefill attention (attn_prefill.c), on the pool: RoPE q/k of M rows at positions p0.. in qkv (row stride ldq,
+ * [q: H*hd | k | v]), write their k/v to the caches [Hkv][n_ctx][hd], then causal GQA attention into out (row
+ * stride ldo). rot: (cos, sin) pairs [n_ctx][hd/2]. scratch: lb_pool_threads() * n_ctx floats. simd = 0 forces
+ * the scalar row kernel (tests); lb_attn_prefill_simd() says whether a SIMD one exists here. */
+void lb_attn_prefill(int H, int Hkv, int hd, int p0, int M, int n_ctx, float *qkv, size_t ldq, const float *rot,
+                     float *kc, float *vc, float *out, size_t ldo, float scale, float *scratch, int simd);
+int lb_attn_prefill_simd(void);
+void lb_attn_row_scalar(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
+                        float *o);
 /* Codebook group encoding (cb_encode.c): n groups of 32 floats x (importance w [n,32] or NULL) against C
  * codebooks given as LUTs over round(x/d) in -128..127 (values lut_val [C,256], indices lut_idx [C,256]) and
  * signed extreme entries ext [C]. Outputs the stored-grid scale, codebook id, entry indices and error. */

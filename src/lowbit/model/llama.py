@@ -15,6 +15,9 @@ from .weights import EmbeddingRows, build_linear, load_vector
 
 _core = ops._core
 _FUSED = hasattr(_core, "attn_decode")        # a C core built before llama_ops.c: numpy decode
+# prefill attention in C on the pool where a SIMD row kernel exists (AVX2); elsewhere numpy's BLAS matmuls, which
+# beat a scalar loop (LOWBIT_DISABLE_ISA=avx2 also selects numpy)
+_ATTN_C = hasattr(_core, "attn_prefill_simd") and _core.attn_prefill_simd()
 DEFAULT_MAX_CTX = 4096     # default cache length cap (pages are only touched as the cache fills)
 
 
@@ -169,33 +172,19 @@ class LlamaModel:
     def _batch(self, toks, all_logits, skip=0):
         c, M = self.config, len(toks)
         hd, Hkv = c.head_dim, c.n_head_kv
-        G = c.n_head // Hkv
         p0 = self.cache.pos
         T = p0 + M
         x, h, qkv, attn, o, gu, ff, rowsq = (a[:M] for a in (self.x, self.h, self.qkv, self.attn, self.o, self.gu,
                                                               self.ff, self.rowsq))
         self.embed.lookup(toks, x)
-        rot = self.rot[p0:T, None, :]
-        mask = np.triu(np.full((M, T), -np.inf, np.float32), k=p0 + 1)      # key j > query position -> masked
         for li, L in enumerate(self.layers):
             self._rmsnorm(x, L.attn_norm, h, rowsq)
             L.wqkv(h, qkv)
-            qk = qkv[:, : self.nq + self.nkv].view(np.complex64).reshape(M, c.n_head + Hkv, hd // 2)
-            qk *= rot
-            kc, vc = self.cache.k[li], self.cache.v[li]
-            kc[:, p0:T] = qkv[:, self.nq: self.nq + self.nkv].reshape(M, Hkv, hd).transpose(1, 0, 2)
-            vc[:, p0:T] = qkv[:, self.nq + self.nkv:].reshape(M, Hkv, hd).transpose(1, 0, 2)
-            # contiguous [Hkv, G*M, hd] stacks so np.matmul takes its BLAS path (strided 4-D operands do not)
-            q = np.ascontiguousarray(qkv[:, : self.nq].reshape(M, Hkv, G, hd).transpose(1, 2, 0, 3))
-            s = np.matmul(q.reshape(Hkv, G * M, hd), kc[:, :T].transpose(0, 2, 1))   # [Hkv, G*M, T]
-            s *= self.scale
-            s4 = s.reshape(Hkv, G, M, T)
-            s4 += mask
-            s -= s.max(-1, keepdims=True)
-            np.exp(s, out=s)
-            s /= s.sum(-1, keepdims=True)
-            a = np.matmul(s, vc[:, :T]).reshape(Hkv, G, M, hd)
-            attn[:] = a.transpose(2, 0, 1, 3).reshape(M, self.nq)
+            if _ATTN_C:
+                _core.attn_prefill(c.n_head, Hkv, hd, p0, M, self.n_ctx, qkv, self.rot, self.cache.k[li],
+                                   self.cache.v[li], attn, self.scale, True)
+            else:
+                self._attend_numpy(li, qkv, attn, p0, M)
             L.wo(attn, o)
             x += o
             self._rmsnorm(x, L.ffn_norm, h, rowsq)
@@ -211,6 +200,31 @@ class LlamaModel:
         hl = h[:1]
         self._rmsnorm(x[M - 1: M], self.output_norm, hl, rowsq[:1])
         return self.output(hl, self.logits)
+
+    def _attend_numpy(self, li, qkv, attn, p0, M):
+        """RoPE, KV write and causal attention of M rows in numpy (the reference for the C prefill path)."""
+        c = self.config
+        hd, Hkv = c.head_dim, c.n_head_kv
+        G = c.n_head // Hkv
+        T = p0 + M
+        rot = self.rot[p0:T, None, :]
+        mask = np.triu(np.full((M, T), -np.inf, np.float32), k=p0 + 1)      # key j > query position -> masked
+        qk = qkv[:, : self.nq + self.nkv].view(np.complex64).reshape(M, c.n_head + Hkv, hd // 2)
+        qk *= rot
+        kc, vc = self.cache.k[li], self.cache.v[li]
+        kc[:, p0:T] = qkv[:, self.nq: self.nq + self.nkv].reshape(M, Hkv, hd).transpose(1, 0, 2)
+        vc[:, p0:T] = qkv[:, self.nq + self.nkv:].reshape(M, Hkv, hd).transpose(1, 0, 2)
+        # contiguous [Hkv, G*M, hd] stacks so np.matmul takes its BLAS path (strided 4-D operands do not)
+        q = np.ascontiguousarray(qkv[:, : self.nq].reshape(M, Hkv, G, hd).transpose(1, 2, 0, 3))
+        s = np.matmul(q.reshape(Hkv, G * M, hd), kc[:, :T].transpose(0, 2, 1))   # [Hkv, G*M, T]
+        s *= self.scale
+        s4 = s.reshape(Hkv, G, M, T)
+        s4 += mask
+        s -= s.max(-1, keepdims=True)
+        np.exp(s, out=s)
+        s /= s.sum(-1, keepdims=True)
+        a = np.matmul(s, vc[:, :T]).reshape(Hkv, G, M, hd)
+        attn[:] = a.transpose(2, 0, 1, 3).reshape(M, self.nq)
 
     def _mlp(self, L, h, gu, ff, out):
         L.wgu(h, gu)

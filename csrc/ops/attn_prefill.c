@@ -1,0 +1,103 @@
+/* Prefill attention on the pool: RoPE + KV-cache write for M new rows, then causal GQA attention of each row
+ * (position p0 + i attends to 0..p0 + i). Replaces numpy's per-layer matmul/mask/softmax passes (30-40% of
+ * SmolLM2's prefill at 2 threads, none of it threaded). The row kernel: AVX2 (x86_avx2/attn_avx2.c) or the
+ * scalar one below; the numpy path in model/llama.py stays the reference where no SIMD row kernel exists. */
+#include <math.h>
+#include <stddef.h>
+#include "ops/ops.h"
+#include "common/threadpool.h"
+#if defined(__x86_64__) || defined(_M_X64)
+#include "x86_avx2/avx2.h"
+#endif
+
+#define ROW_BLOCK 4            /* query rows per task (x G heads): small enough to balance causal work */
+
+void lb_attn_row_scalar(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
+                        float *o) {
+    float mx = -INFINITY;
+    for (int t = 0; t < T; t++) {
+        float d = 0.f;
+        for (int i = 0; i < hd; i++) d += q[i] * K[(size_t)t * hd + i];
+        s[t] = d * scale;
+        if (s[t] > mx) mx = s[t];
+    }
+    float sum = 0.f;
+    for (int t = 0; t < T; t++) { s[t] = expf(s[t] - mx); sum += s[t]; }
+    for (int i = 0; i < hd; i++) o[i] = 0.f;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < hd; i++) o[i] += s[t] * V[(size_t)t * hd + i];
+    const float inv = 1.0f / sum;
+    for (int i = 0; i < hd; i++) o[i] *= inv;
+}
+
+typedef void (*row_fn)(int, int, const float *, const float *, const float *, float, float *, float *);
+
+typedef struct {
+    int H, Hkv, hd, p0, M, n_ctx, nblk;
+    float *qkv, *kc, *vc, *out, *scratch;
+    const float *rot;
+    size_t ldq, ldo;
+    float scale;
+    row_fn row;
+} ajob;
+
+static void rope_task(void *ctx, int i, int thread) {
+    (void)thread;
+    ajob *j = ctx;
+    const int hd = j->hd, half = hd / 2, pos = j->p0 + i;
+    const float *rot = j->rot + (size_t)pos * hd;           /* (cos, sin) pairs of this position */
+    float *row = j->qkv + (size_t)i * j->ldq;
+    for (int h = 0; h < j->H + j->Hkv; h++) {               /* q heads, then k heads: adjacent pairs (GGUF) */
+        float *v = row + (size_t)h * hd;
+        for (int e = 0; e < half; e++) {
+            const float c = rot[2 * e], s = rot[2 * e + 1], a = v[2 * e], b = v[2 * e + 1];
+            v[2 * e] = a * c - b * s;
+            v[2 * e + 1] = a * s + b * c;
+        }
+    }
+    const float *k = row + (size_t)j->H * hd, *v = k + (size_t)j->Hkv * hd;
+    for (int g = 0; g < j->Hkv; g++)
+        for (int e = 0; e < hd; e++) {
+            j->kc[((size_t)g * j->n_ctx + pos) * hd + e] = k[(size_t)g * hd + e];
+            j->vc[((size_t)g * j->n_ctx + pos) * hd + e] = v[(size_t)g * hd + e];
+        }
+}
+
+static void attn_task(void *ctx, int t, int thread) {
+    ajob *j = ctx;
+    /* tasks from the last row block down: the longest (most keys) are claimed first */
+    const int kvh = t % j->Hkv, blk = j->nblk - 1 - t / j->Hkv;
+    const int G = j->H / j->Hkv, hd = j->hd;
+    const float *K = j->kc + (size_t)kvh * j->n_ctx * hd, *V = j->vc + (size_t)kvh * j->n_ctx * hd;
+    float *s = j->scratch + (size_t)thread * j->n_ctx;
+    const int i1 = (blk + 1) * ROW_BLOCK < j->M ? (blk + 1) * ROW_BLOCK : j->M;
+    for (int i = blk * ROW_BLOCK; i < i1; i++)
+        for (int g = 0; g < G; g++) {
+            const int h = kvh * G + g;
+            j->row(hd, j->p0 + i + 1, j->qkv + (size_t)i * j->ldq + (size_t)h * hd, K, V, j->scale, s,
+                   j->out + (size_t)i * j->ldo + (size_t)h * hd);
+        }
+}
+
+int lb_attn_prefill_simd(void) {
+#if defined(__x86_64__) || defined(_M_X64)
+    return (lb_isa_usable() & LB_ISA_AVX2) != 0;
+#else
+    return 0;
+#endif
+}
+
+void lb_attn_prefill(int H, int Hkv, int hd, int p0, int M, int n_ctx, float *qkv, size_t ldq, const float *rot,
+                     float *kc, float *vc, float *out, size_t ldo, float scale, float *scratch, int simd) {
+    ajob j = {.H = H, .Hkv = Hkv, .hd = hd, .p0 = p0, .M = M, .n_ctx = n_ctx, .qkv = qkv, .kc = kc, .vc = vc,
+              .out = out, .scratch = scratch, .rot = rot, .ldq = ldq, .ldo = ldo, .scale = scale,
+              .row = lb_attn_row_scalar};
+#if defined(__x86_64__) || defined(_M_X64)
+    if (simd && lb_attn_prefill_simd() && hd % 8 == 0) j.row = lb_attn_row_avx2;
+#else
+    (void)simd;
+#endif
+    lb_parallel_for(M, rope_task, &j);      /* every new key is in the cache before any row attends */
+    j.nblk = (M + ROW_BLOCK - 1) / ROW_BLOCK;
+    lb_parallel_for(j.nblk * Hkv, attn_task, &j);
+}
