@@ -381,15 +381,24 @@ e1: PyBuffer_Release(&x);
     return ret;
 }
 
+/* silu_mul(gu, out, M=1, simd=True): out [M, n] = silu(gate) * up of gu [M, 2n] ([gate | up] per row). */
 static PyObject *py_silu_mul(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *go, *oo;
-    if (!PyArg_ParseTuple(args, "OO", &go, &oo)) return NULL;
+    int M = 1, simd = 1;
+    if (!PyArg_ParseTuple(args, "OO|ip", &go, &oo, &M, &simd)) return NULL;
+    if (M < 1) return PyErr_Format(PyExc_ValueError, "silu_mul needs M >= 1 rows, got %d", M);
     Py_buffer g, o;
     if (get_buf(oo, &o, 4, 1, "out")) return NULL;
-    size_t n = (size_t)o.len / 4;
-    if (get_buf(go, &g, 2 * n * 4, 0, "gate|up")) { PyBuffer_Release(&o); return NULL; }
-    lb_silu_mul((int)n, g.buf, (const float *)g.buf + n, o.buf);
+    const size_t n = (size_t)o.len / 4 / (size_t)M;
+    if (n < 1 || n * M * 4 != (size_t)o.len || n > INT32_MAX) {
+        PyBuffer_Release(&o);
+        return PyErr_Format(PyExc_ValueError, "out has %zd bytes: not %d rows of float32", o.len, M);
+    }
+    if (get_buf(go, &g, 2 * n * M * 4, 0, "gate|up")) { PyBuffer_Release(&o); return NULL; }
+    Py_BEGIN_ALLOW_THREADS
+    lb_silu_mul_rows(M, (int)n, g.buf, o.buf, simd);
+    Py_END_ALLOW_THREADS
     PyBuffer_Release(&g);
     PyBuffer_Release(&o);
     Py_RETURN_NONE;

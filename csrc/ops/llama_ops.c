@@ -4,6 +4,10 @@
 #include <math.h>
 #include <stddef.h>
 #include "ops/ops.h"
+#include "common/threadpool.h"
+#if defined(__x86_64__) || defined(_M_X64)
+#include "x86_avx2/avx2.h"
+#endif
 
 void lb_add_rmsnorm(int n, float *x, const float *add, const float *w, float eps, float *out) {
     float ss = 0.f;
@@ -17,6 +21,32 @@ void lb_add_rmsnorm(int n, float *x, const float *add, const float *w, float eps
 
 void lb_silu_mul(int n, const float *g, const float *u, float *out) {
     for (int i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+typedef void (*silu_fn)(int, const float *, const float *, float *);
+typedef struct { int M, n, rows_per_task; const float *gu; float *out; silu_fn f; } silu_job;
+
+static void silu_task(void *ctx, int t, int thread) {
+    (void)thread;
+    const silu_job *j = ctx;
+    const int r1 = (t + 1) * j->rows_per_task < j->M ? (t + 1) * j->rows_per_task : j->M;
+    for (int r = t * j->rows_per_task; r < r1; r++)
+        j->f(j->n, j->gu + (size_t)r * 2 * j->n, j->gu + (size_t)r * 2 * j->n + j->n, j->out + (size_t)r * j->n);
+}
+
+void lb_silu_mul_rows(int M, int n, const float *gu, float *out, int simd) {
+    silu_job j = {.M = M, .n = n, .gu = gu, .out = out, .f = lb_silu_mul};
+#if defined(__x86_64__) || defined(_M_X64)
+    if (simd && (lb_isa_usable() & LB_ISA_AVX2)) j.f = lb_silu_mul_avx2;
+#else
+    (void)simd;
+#endif
+    /* ~16K elements per task: one decode row (n_ff of a few thousand) runs inline, not through the pool */
+    j.rows_per_task = 16384 / (n > 0 ? n : 1);
+    if (j.rows_per_task < 1) j.rows_per_task = 1;
+    const int ntasks = (M + j.rows_per_task - 1) / j.rows_per_task;
+    if (ntasks <= 1) silu_task(&j, 0, 0);
+    else lb_parallel_for(ntasks, silu_task, &j);
 }
 
 /* qkv = [q: H*hd | k: Hkv*hd | v: Hkv*hd] of the token at `pos`; rot = (cos, sin) pairs [hd/2] for pos.

@@ -31,8 +31,11 @@ double lb_read_sum(const uint8_t *buf, size_t n);
 long long lb_add_chain(long long iters);
 /* Llama decode pieces (llama_ops.c): x += add (if add); out = x / rms(x) * w. */
 void lb_add_rmsnorm(int n, float *x, const float *add, const float *w, float eps, float *out);
-/* out = silu(g) * u */
+/* out = silu(g) * u (scalar: the reference) */
 void lb_silu_mul(int n, const float *g, const float *u, float *out);
+/* M rows: gu [M][2n] = [gate | up] per row -> out [M][n], on the pool when large; simd = 0 forces the scalar
+ * loop (tests). */
+void lb_silu_mul_rows(int M, int n, const float *gu, float *out, int simd);
 /* RoPE q/k in qkv, write k/v to the caches at pos, GQA attention over 0..pos into out [H*hd]. */
 void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, const float *rot, float *kc,
                     float *vc, float *scores, float *out);

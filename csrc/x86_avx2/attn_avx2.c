@@ -3,28 +3,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include "x86_avx2/avx2.h"
-
-/* e^x for x <= 0 (softmax after the max is subtracted): 2^n · p(r) with x = n ln2 + r, |r| <= ln2/2, p a
- * degree-6 polynomial (Taylor coefficients nudged for float rounding; relative error ~2e-7 over the range).
- * Below -87 the result is flushed to 0 (e^-87 ≈ 1.6e-38: nothing a float softmax sum can see). */
-static inline __m256 exp_neg(__m256 x) {
-    const __m256 lo = _mm256_set1_ps(-87.0f);
-    const __m256 under = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_max_ps(x, lo);
-    const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504089f)),
-                                     _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);      /* ln2 split hi + lo */
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    const __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
-}
+#include "x86_avx2/vexp.h"
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -67,7 +46,7 @@ void lb_attn_row_avx2(int hd, int T, const float *q, const float *K, const float
     const __m256 vm = _mm256_set1_ps(mx);
     __m256 vs = _mm256_setzero_ps();
     for (t = 0; t + 8 <= T; t += 8) {
-        const __m256 e = exp_neg(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
+        const __m256 e = lb_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
         _mm256_storeu_ps(s + t, e);
         vs = _mm256_add_ps(vs, e);
     }
@@ -75,7 +54,7 @@ void lb_attn_row_avx2(int hd, int T, const float *q, const float *K, const float
     if (t < T) {                           /* the tail through a padded vector (lanes past T give e^-inf = 0) */
         float buf[8];
         for (int i = 0; i < 8; i++) buf[i] = t + i < T ? s[t + i] - mx : -INFINITY;
-        const __m256 e = exp_neg(_mm256_loadu_ps(buf));
+        const __m256 e = lb_exp256(_mm256_loadu_ps(buf));
         _mm256_storeu_ps(buf, e);
         for (int i = 0; t + i < T; i++) { s[t + i] = buf[i]; sum += buf[i]; }
     }

@@ -13,6 +13,8 @@ LB_AVX2_DECL(q8_0_8x8__avx2)
 /* Activation quantizers, bit-identical to lb_quantize_row_q8_0 / lb_quantize_rows_q8_0x4 (quant_act_avx2.c). */
 void lb_quantize_row_q8_0_avx2(const float *x, int K, uint8_t *out, int16_t *bsums, int bsum_stride);
 void lb_quantize_rows_q8_0x4_avx2(const float *x, size_t ldx, int K, int act_B, uint8_t *out, int16_t *bsums4);
+/* out = silu(g) * u for n floats (silu_avx2.c) */
+void lb_silu_mul_avx2(int n, const float *g, const float *u, float *out);
 /* One query row's causal attention over T keys (attn_avx2.c); hd % 8 == 0. s: T floats of scratch. */
 void lb_attn_row_avx2(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
                       float *o);

@@ -228,6 +228,15 @@ class LlamaModel:
 
     def _mlp(self, L, h, gu, ff, out):
         L.wgu(h, gu)
+        self.silu_mul(gu, ff)
+        L.wdown(ff, out)
+
+    def silu_mul(self, gu, ff):
+        """ff[M, n_ff] = silu(gate) * up of gu [M, 2 n_ff], row by row: C on the pool (AVX2 exp where usable;
+        each row's result does not depend on M), numpy on a core built without it."""
+        if _FUSED:
+            _core.silu_mul(gu, ff, gu.shape[0])
+            return ff
         n = self.config.n_ff
         g, u = gu[:, :n], gu[:, n:]
         np.negative(g, out=ff)
@@ -235,7 +244,7 @@ class LlamaModel:
         ff += 1.0
         np.divide(g, ff, out=ff)          # silu(g) = g / (1 + e^-g)
         ff *= u
-        L.wdown(ff, out)
+        return ff
 
     def decode(self, token):
         """One token at position cache.pos (GEMV path); returns logits [1, vocab] (a reused buffer). Ten calls

@@ -175,12 +175,7 @@ def decode_batch(m, caches: list[KVCache], toks: list[int]) -> np.ndarray:
         x += o
         m._rmsnorm(x, L.ffn_norm, h, rowsq)
         _rows(L.wgu, h, gu)
-        g, u = gu[:, : c.n_ff], gu[:, c.n_ff:]
-        np.negative(g, out=ff)
-        np.exp(ff, out=ff)
-        ff += 1.0
-        np.divide(g, ff, out=ff)                                                  # silu(g) = g / (1 + e^-g)
-        ff *= u
+        m.silu_mul(gu, ff)                                 # row-wise, the same op as a lone decode's
         _rows(L.wdown, ff, o)
         x += o
     for kv in caches:
