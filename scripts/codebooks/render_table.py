@@ -8,7 +8,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bpw import blk_bpw  # noqa: E402
 
 NAMES = {"f32": "F32 (reference)", "Q4_K_M": "llama.cpp Q4_K_M", "Q2_K": "llama.cpp Q2_K",
-         "mix:gu": "cb2 + cb4 (cb2 on ffn_gate/up)", "mix:up": "cb2 + cb4 (cb2 on ffn_up)", "mix:qkv": "cb2 + cb4 (cb2 on attn_q/k/v)",
+         "mix:gu": "cb2 + cb4 (cb2 on ffn_gate/up)", "mix:up": "cb2 + cb4 (cb2 on ffn_up)",
+         "mix:qkv": "cb2 + cb4 (cb2 on attn_q/k/v)",
          "mix:qkv4": "cb2 C=4 + cb4 (cb2 on attn_q/k/v)"}
 
 

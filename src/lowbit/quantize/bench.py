@@ -54,7 +54,7 @@ def main(argv=None):
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--reps", type=int, default=30)
     p.add_argument("--M", type=int, default=1, help="activation rows (1 = GEMV decode)")
-    p.add_argument("--codebooks", type=int, default=4, help="tables per tensor (the kernels' speed does not depend on it)")
+    p.add_argument("--codebooks", type=int, default=4, help="tables per tensor (kernel speed does not depend on it)")
     p.add_argument("--cb4-table-bits", type=int, choices=(7, 8), default=8,
                    help="7: cb4 tables in [-64, 63] (the AVX2 kernel's int16 pair-add path); 8: full int8")
     p.add_argument("--cb2-table-bits", type=int, choices=(5, 7), default=None,
