@@ -448,9 +448,10 @@ static PyObject *py_attn_prefill_simd(PyObject *self, PyObject *args) {
 
 static PyObject *py_attn_decode(PyObject *self, PyObject *args) {
     (void)self;
-    int H, Hkv, hd, pos, n_ctx;
+    int H, Hkv, hd, pos, n_ctx, simd = 1;
     PyObject *qo, *ro, *ko, *vo, *so, *oo;
-    if (!PyArg_ParseTuple(args, "iiiiiOOOOOO", &H, &Hkv, &hd, &pos, &n_ctx, &qo, &ro, &ko, &vo, &so, &oo)) return NULL;
+    if (!PyArg_ParseTuple(args, "iiiiiOOOOOO|p", &H, &Hkv, &hd, &pos, &n_ctx, &qo, &ro, &ko, &vo, &so, &oo, &simd))
+        return NULL;
     if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd % 2 || n_ctx <= 0 || pos < 0 || pos >= n_ctx)
         return PyErr_Format(PyExc_ValueError, "bad attention shape H=%d Hkv=%d hd=%d pos=%d n_ctx=%d",
                             H, Hkv, hd, pos, n_ctx);
@@ -463,7 +464,9 @@ static PyObject *py_attn_decode(PyObject *self, PyObject *args) {
     if (get_buf(vo, &v, cache, 1, "v cache")) goto e3;
     if (get_buf(so, &s, (size_t)n_ctx * 4, 1, "scores")) goto e4;
     if (get_buf(oo, &o, (size_t)H * hd * 4, 1, "out")) goto e5;
-    lb_attn_decode(H, Hkv, hd, pos, n_ctx, q.buf, r.buf, k.buf, v.buf, s.buf, o.buf);
+    Py_BEGIN_ALLOW_THREADS
+    lb_attn_decode(H, Hkv, hd, pos, n_ctx, q.buf, r.buf, k.buf, v.buf, s.buf, o.buf, simd);
+    Py_END_ALLOW_THREADS
     ret = Py_None;
     Py_INCREF(ret);
     PyBuffer_Release(&o);

@@ -108,6 +108,21 @@ def test_thread_counts_bit_identical(simd):
         assert np.array_equal(o, outs[0][0]) and np.array_equal(k, outs[0][1]) and np.array_equal(q, outs[0][2])
 
 
+@pytest.mark.parametrize("simd", SIMD, ids=lambda s: "simd" if s else "scalar")
+@pytest.mark.parametrize("pos", [0, 7, 700])      # 700: long enough that the heads go to the pool
+def test_decode_matches_float64_reference(pos, simd):
+    """The decode step (one row, llama_ops.c lb_attn_decode) shares the row kernel."""
+    H, Hkv, hd, n_ctx = 9, 3, 64, 720
+    qkv, rot, kc, vc = case(H, Hkv, hd, pos, 1, n_ctx, seed=pos)
+    scale = 1.0 / np.sqrt(hd)
+    *_, out_ref = reference(H, Hkv, hd, pos, 1, qkv, rot, kc, vc, scale)
+    out = np.full(H * hd, np.nan, np.float32)
+    scores = np.zeros(n_ctx, np.float32)
+    row = np.ascontiguousarray(rot[pos])
+    _core.attn_decode(H, Hkv, hd, pos, n_ctx, qkv[0], row, kc, vc, scores, out, simd)
+    assert np.abs(out - out_ref[0]).max() <= ATTN_RTOL * np.abs(vc[:, : pos + 1]).max()
+
+
 def test_bad_calls():
     H, Hkv, hd, p0, M, n_ctx = 4, 2, 8, 2, 3, 8
     qkv, rot, kc, vc = case(H, Hkv, hd, p0, M, n_ctx, seed=1)

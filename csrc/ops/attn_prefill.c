@@ -30,7 +30,6 @@ void lb_attn_row_scalar(int hd, int T, const float *q, const float *K, const flo
     for (int i = 0; i < hd; i++) o[i] *= inv;
 }
 
-typedef void (*row_fn)(int, int, const float *, const float *, const float *, float, float *, float *);
 
 typedef struct {
     int H, Hkv, hd, p0, M, n_ctx, nblk;
@@ -38,7 +37,7 @@ typedef struct {
     const float *rot;
     size_t ldq, ldo;
     float scale;
-    row_fn row;
+    lb_attn_row_fn row;
 } ajob;
 
 static void rope_task(void *ctx, int i, int thread) {

@@ -3,6 +3,7 @@
  * Single-threaded: at decode sizes these are microseconds; the weights' GEMV is what runs on the pool. */
 #include <math.h>
 #include <stddef.h>
+#include <stdlib.h>
 #include "ops/ops.h"
 #include "common/threadpool.h"
 #if defined(__x86_64__) || defined(_M_X64)
@@ -51,10 +52,27 @@ void lb_silu_mul_rows(int M, int n, const float *gu, float *out, int simd) {
 
 /* qkv = [q: H*hd | k: Hkv*hd | v: Hkv*hd] of the token at `pos`; rot = (cos, sin) pairs [hd/2] for pos.
  * RoPE rotates adjacent pairs (GGUF order) of q and k in place, k/v go to cache[kvh][pos], then each query
- * head h attends over positions 0..pos of kv head h / (H/Hkv). scores: n_ctx floats of scratch. */
+ * head h attends over positions 0..pos of kv head h / (H/Hkv) with the prefill path's row kernel (AVX2 when
+ * usable and simd). Long contexts (pos * H * hd past ~256K MACs) spread the heads over the pool. scores: n_ctx
+ * floats of scratch for the inline case. */
+typedef struct {
+    int H, G, hd, T, n_ctx;
+    const float *q, *kc, *vc;
+    float *out, *scratch;
+    float scale;
+    lb_attn_row_fn row;
+} dec_job;
+
+static void dec_head(void *ctx, int h, int thread) {
+    const dec_job *j = ctx;
+    const size_t kv = (size_t)(h / j->G) * j->n_ctx * j->hd;
+    j->row(j->hd, j->T, j->q + (size_t)h * j->hd, j->kc + kv, j->vc + kv, j->scale,
+           j->scratch + (size_t)thread * j->n_ctx, j->out + (size_t)h * j->hd);
+}
+
 void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, const float *rot, float *kc,
-                    float *vc, float *scores, float *out) {
-    const int half = hd / 2, G = H / Hkv;
+                    float *vc, float *scores, float *out, int simd) {
+    const int half = hd / 2;
     for (int h = 0; h < H + Hkv; h++) {
         float *v = qkv + (size_t)h * hd;
         for (int i = 0; i < half; i++) {
@@ -69,24 +87,21 @@ void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, cons
             kc[((size_t)j * n_ctx + pos) * hd + i] = k[(size_t)j * hd + i];
             vc[((size_t)j * n_ctx + pos) * hd + i] = vv[(size_t)j * hd + i];
         }
-    const float scale = 1.0f / sqrtf((float)hd);
-    for (int h = 0; h < H; h++) {
-        const float *q = qkv + (size_t)h * hd;
-        const float *K = kc + (size_t)(h / G) * n_ctx * hd, *V = vc + (size_t)(h / G) * n_ctx * hd;
-        float mx = -INFINITY;
-        for (int t = 0; t <= pos; t++) {
-            float d = 0.f;
-            for (int i = 0; i < hd; i++) d += q[i] * K[(size_t)t * hd + i];
-            scores[t] = d * scale;
-            if (scores[t] > mx) mx = scores[t];
-        }
-        float sum = 0.f;
-        for (int t = 0; t <= pos; t++) { scores[t] = expf(scores[t] - mx); sum += scores[t]; }
-        float *o = out + (size_t)h * hd;
-        for (int i = 0; i < hd; i++) o[i] = 0.f;
-        for (int t = 0; t <= pos; t++) {
-            const float p = scores[t] / sum;
-            for (int i = 0; i < hd; i++) o[i] += p * V[(size_t)t * hd + i];
-        }
+    dec_job j = {.H = H, .G = H / Hkv, .hd = hd, .T = pos + 1, .n_ctx = n_ctx, .q = qkv, .kc = kc, .vc = vc,
+                 .out = out, .scratch = scores, .scale = 1.0f / sqrtf((float)hd), .row = lb_attn_row_scalar};
+#if defined(__x86_64__) || defined(_M_X64)
+    if (simd && (lb_isa_usable() & LB_ISA_AVX2) && hd % 8 == 0) j.row = lb_attn_row_avx2;
+#else
+    (void)simd;
+#endif
+    float *pool_scratch = NULL;
+    if ((size_t)j.T * H * hd > (1u << 18) && lb_pool_threads() > 1)
+        pool_scratch = malloc((size_t)lb_pool_threads() * n_ctx * sizeof(float));
+    if (pool_scratch) {
+        j.scratch = pool_scratch;
+        lb_parallel_for(H, dec_head, &j);
+        free(pool_scratch);
+    } else {
+        for (int h = 0; h < H; h++) dec_head(&j, h, 0);
     }
 }

@@ -38,11 +38,14 @@ void lb_silu_mul(int n, const float *g, const float *u, float *out);
 void lb_silu_mul_rows(int M, int n, const float *gu, float *out, int simd);
 /* RoPE q/k in qkv, write k/v to the caches at pos, GQA attention over 0..pos into out [H*hd]. */
 void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, const float *rot, float *kc,
-                    float *vc, float *scores, float *out);
+                    float *vc, float *scores, float *out, int simd);
 /* Prefill attention (attn_prefill.c), on the pool: RoPE q/k of M rows at positions p0.. in qkv (row stride ldq,
  * [q: H*hd | k | v]), write their k/v to the caches [Hkv][n_ctx][hd], then causal GQA attention into out (row
  * stride ldo). rot: (cos, sin) pairs [n_ctx][hd/2]. scratch: lb_pool_threads() * n_ctx floats. simd = 0 forces
  * the scalar row kernel (tests); lb_attn_prefill_simd() says whether a SIMD one exists here. */
+/* One query row's causal attention over T keys: o = softmax(scale * K q) V, s: T floats of scratch. */
+typedef void (*lb_attn_row_fn)(int hd, int T, const float *q, const float *K, const float *V, float scale,
+                               float *s, float *o);
 void lb_attn_prefill(int H, int Hkv, int hd, int p0, int M, int n_ctx, float *qkv, size_t ldq, const float *rot,
                      float *kc, float *vc, float *out, size_t ldo, float scale, float *scratch, int simd);
 int lb_attn_prefill_simd(void);
