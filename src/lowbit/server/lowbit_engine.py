@@ -13,6 +13,7 @@ from typing import Iterator
 import numpy as np
 
 from ..model.kv_cache import KVCache
+from ..ops import _core
 from ..model.weights import PackedLinear
 from ..sampling import Sampler, SamplerConfig
 from .engine import SamplingParams
@@ -140,37 +141,48 @@ def _rows(w, x, out):
     return out
 
 
+def _attend_numpy(m, li, caches, pos, qkv, attn):
+    """RoPE, KV write and attention of each sequence's row in numpy (a C core without attn_decode)."""
+    c = m.config
+    hd, Hkv = c.head_dim, c.n_head_kv
+    G = c.n_head // Hkv
+    nq, nkv, M = m.nq, m.nkv, len(caches)
+    qk = qkv[:, : nq + nkv].view(np.complex64).reshape(M, c.n_head + Hkv, hd // 2)
+    qk *= m.rot[pos][:, None, :]                                                  # [M, 1, hd/2]
+    for i, kv in enumerate(caches):
+        p = pos[i]
+        T = p + 1
+        kc, vc = kv.k[li], kv.v[li]
+        kc[:, p] = qkv[i, nq: nq + nkv].reshape(Hkv, hd)
+        vc[:, p] = qkv[i, nq + nkv:].reshape(Hkv, hd)
+        sc = np.matmul(qkv[i, :nq].reshape(Hkv, G, hd), kc[:, :T].transpose(0, 2, 1))   # [Hkv, G, T]
+        sc *= m.scale
+        sc -= sc.max(-1, keepdims=True)
+        np.exp(sc, out=sc)
+        sc /= np.sum(sc, -1, keepdims=True)
+        np.matmul(sc, vc[:, :T], out=attn[i].reshape(Hkv, G, hd))
+
+
 def decode_batch(m, caches: list[KVCache], toks: list[int]) -> np.ndarray:
     """One decode step for M independent sequences: the linear layers see M rows (GEMM kernels, weights read
     once per step instead of M times); RoPE and attention use each sequence's own position and cache.
     Every op is row-wise, so a row's result does not depend on M. Returns logits [M, vocab]."""
     c, M = m.config, len(toks)
     hd, Hkv = c.head_dim, c.n_head_kv
-    G = c.n_head // Hkv
-    nq, nkv = m.nq, m.nkv
     pos = np.array([kv.pos for kv in caches])
     if (pos >= m.n_ctx).any():
         raise ValueError(f"context full (n_ctx={m.n_ctx}) for a sequence in the batch")
     x, h, qkv, attn, o, gu, ff, rowsq = (a[:M] for a in (m.x, m.h, m.qkv, m.attn, m.o, m.gu, m.ff, m.rowsq))
     m.embed.lookup(toks, x)
-    rot = m.rot[pos][:, None, :]                                                  # [M, 1, hd/2]
     for li, L in enumerate(m.layers):
         m._rmsnorm(x, L.attn_norm, h, rowsq)
         _rows(L.wqkv, h, qkv)                                                     # [M, nq + 2 nkv]
-        qk = qkv[:, : nq + nkv].view(np.complex64).reshape(M, c.n_head + Hkv, hd // 2)
-        qk *= rot
-        for i, kv in enumerate(caches):
-            p = pos[i]
-            T = p + 1
-            kc, vc = kv.k[li], kv.v[li]
-            kc[:, p] = qkv[i, nq: nq + nkv].reshape(Hkv, hd)
-            vc[:, p] = qkv[i, nq + nkv:].reshape(Hkv, hd)
-            sc = np.matmul(qkv[i, :nq].reshape(Hkv, G, hd), kc[:, :T].transpose(0, 2, 1))   # [Hkv, G, T]
-            sc *= m.scale
-            sc -= sc.max(-1, keepdims=True)
-            np.exp(sc, out=sc)
-            sc /= np.sum(sc, -1, keepdims=True)
-            np.matmul(sc, vc[:, :T], out=attn[i].reshape(Hkv, G, hd))
+        if hasattr(_core, "attn_decode"):   # per sequence, the runtime decode's own RoPE + KV write + attention
+            for i, kv in enumerate(caches):
+                _core.attn_decode(c.n_head, Hkv, hd, int(pos[i]), kv.k.shape[2], qkv[i], m.rot[pos[i]],
+                                  kv.k[li], kv.v[li], m.scores, attn[i])
+        else:
+            _attend_numpy(m, li, caches, pos, qkv, attn)
         _rows(L.wo, attn, o)
         x += o
         m._rmsnorm(x, L.ffn_norm, h, rowsq)
