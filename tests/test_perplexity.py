@@ -129,3 +129,48 @@ def test_cli_on_text(tmp_path, capsys):
     assert line(out1) == line(out2)
     ppl = float(line(out1).split("=")[1].split()[0])
     assert 1.0 < ppl < 20        # a repeated story sentence is easy for the model that was trained on such text
+
+
+def test_checkpoint_resume_gives_the_same_numbers(model, tmp_path):
+    """A run killed after its first checkpoint resumes there (earlier chunks are not run again) and ends with
+    exactly the numbers of an uninterrupted run; another run's checkpoint is refused."""
+    rng = np.random.default_rng(3)
+    toks = [1] + rng.integers(3, 512, size=11 * CTX).tolist()
+    chunks = P.make_chunks(toks, CTX, bos=1)
+    fn = P.lowbit_logits_fn(model)
+    ref_logp = [P.log_softmax(fn(c)[: CTX - 1 - CTX // 2] * 0.7) for c in chunks]   # another "reference"
+    ref = lambda i: ref_logp[i]
+    whole = P.score(fn, chunks, ref=ref, progress=False)
+    ck = P.Checkpoint(tmp_path / "run.npz", key="run-a", every=4)
+    calls = []
+
+    def dies_at_6(c):
+        calls.append(1)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return fn(c)
+    with pytest.raises(KeyboardInterrupt):
+        P.score(dies_at_6, chunks, ref=ref, progress=False, checkpoint=ck)
+    assert ck.path.exists()
+    seen = []
+    resumed = P.score(lambda c: seen.append(1) or fn(c), chunks, ref=ref, progress=False, checkpoint=ck)
+    assert len(seen) == len(chunks) - 4, "chunks before the checkpoint ran again"
+    assert resumed.ppl == whole.ppl and resumed.ppl_err == whole.ppl_err and resumed.chunk_ppl == whole.chunk_ppl
+    assert resumed.kld == whole.kld
+    with pytest.raises(ValueError, match="another run"):
+        P.score(fn, chunks, ref=ref, progress=False, checkpoint=P.Checkpoint(ck.path, key="run-b"))
+    ck.path.write_bytes(b"not an npz")
+    with pytest.raises(ValueError, match="not a readable checkpoint"):
+        P.score(fn, chunks, progress=False, checkpoint=ck)
+
+
+def test_cli_checkpoint_removed_when_done(tmp_path, capsys):
+    pytest.importorskip("tokenizers")
+    from lowbit.cli import main
+    text = tmp_path / "t.txt"
+    text.write_text("Once upon a time, there was a little girl named Lily. She loved to play outside. " * 12)
+    ck = tmp_path / "ck.npz"
+    args = ["perplexity", STORIES, "--text", str(text), "--ctx", "32", "--no-progress", "--format", "f32",
+            "--checkpoint", str(ck)]
+    assert main(args) == 0
+    assert not ck.exists() and "lowbit PPL" in capsys.readouterr().out

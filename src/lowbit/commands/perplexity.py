@@ -1,6 +1,7 @@
 """`lowbit perplexity MODEL --text FILE --ctx 512 [--chunks N] [--kld-ref REF]`: perplexity as llama.cpp computes
 it (second half of each chunk), KL divergence / top-1 agreement vs a reference model (cached), and optionally the
 same numbers from llama.cpp on the same tokens (--check-llamacpp)."""
+import hashlib
 import json
 import os
 import shutil
@@ -27,6 +28,8 @@ def add_arguments(p):
     p.add_argument("--json", help="append the result to this JSON file (input for `lowbit report`)")
     p.add_argument("--label", help="name of this model/format in the JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--checkpoint", help="save progress to this file every 8 chunks and resume from it when it "
+                   "exists (same model, text and settings); removed when the run completes")
 
 
 def _auto_format(path, fmt):
@@ -96,7 +99,17 @@ def main(args):
             print(f"reference PPL = {ref_ppl[0]:.4f} +/- {ref_ppl[1]:.4f} (from the cached log-probs)")
         ref = cache.reader()
 
-    res = P.score(P.lowbit_logits_fn(llm), chunks, ref=ref, progress=not args.no_progress)
+    ckpt = None
+    if args.checkpoint:   # the run's identity: model file, format, tokens, chunking and the reference used
+        tok_hash = hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest()
+        key = (f"{P.file_sha256(model_path)}|{fmt}|{tok_hash}|{args.ctx}|{len(chunks)}|"
+               f"{cache.path.name if ref is not None else '-'}")
+        ckpt = P.Checkpoint(args.checkpoint, key)
+        if ckpt.path.exists():
+            print(f"resuming from {ckpt.path}")
+    res = P.score(P.lowbit_logits_fn(llm), chunks, ref=ref, progress=not args.no_progress, checkpoint=ckpt)
+    if ckpt is not None:
+        ckpt.remove()
     print(f"lowbit PPL = {res.ppl:.4f} +/- {res.ppl_err:.4f}  ({res.n_scored} scored tokens, {res.n_chunks} chunks)")
     if res.kld:
         k = res.kld

@@ -98,20 +98,60 @@ class Result:
         return d
 
 
+class Checkpoint:
+    """A long scoring run's progress on disk (replaced atomically every `every` chunks), so a run that is killed
+    resumes where it stopped with the same numbers. `key` names the run (model, text, settings): progress of
+    another run in the same file is refused, not mixed in."""
+
+    def __init__(self, path, key: str, every: int = 8):
+        self.path, self.key, self.every = Path(path), key, every
+
+    def load(self) -> Optional[dict]:
+        if not self.path.exists():
+            return None
+        try:
+            with np.load(self.path, allow_pickle=False) as z:
+                state = {k: z[k] for k in z.files}
+        except Exception as e:
+            raise ValueError(f"{self.path}: not a readable checkpoint ({e}); delete it to start over") from None
+        if str(state.get("key")) != self.key:
+            raise ValueError(f"{self.path} holds the progress of another run (other model, text or settings); "
+                             f"delete it or choose another --checkpoint file")
+        return state
+
+    def save(self, **state):
+        tmp = self.path.with_name(self.path.name + ".tmp.npz")
+        np.savez(tmp, key=np.str_(self.key), **state)
+        os.replace(tmp, self.path)
+
+    def remove(self):
+        self.path.unlink(missing_ok=True)
+
+
 def score(logits_fn: LogitsFn, chunks, ref=None, progress: bool = True, desc: str = "perplexity",
-          keep_logp: Optional[Callable[[int, np.ndarray], None]] = None) -> Result:
+          keep_logp: Optional[Callable[[int, np.ndarray], None]] = None,
+          checkpoint: Optional[Checkpoint] = None) -> Result:
     """Run every chunk, score its second half. ref: callable(i) -> reference log-probs [scored, vocab] of chunk
-    i (for KLD). keep_logp(i, logp): receives this model's log-probs of chunk i (to build a reference cache)."""
+    i (for KLD). keep_logp(i, logp): receives this model's log-probs of chunk i (to build a reference cache).
+    checkpoint: resume from / save progress to it (not with keep_logp: a reference cache is written whole)."""
+    if checkpoint is not None and keep_logp is not None:
+        raise ValueError("a checkpointed run cannot also build a reference cache")
     ctx = len(chunks[0])
     first = ctx // 2
     nll_all, chunk_ppl = [], []
     kld = KLDStats() if ref is not None else None
-    it = range(len(chunks))
+    start = 0
+    state = checkpoint.load() if checkpoint is not None else None
+    if state is not None:
+        start = int(state["next"])
+        nll_all, chunk_ppl = list(state["nll"]), [float(v) for v in state["chunk_ppl"]]
+        if kld is not None:
+            kld.kld, kld.same_top, kld.n = state["kld"].tolist(), int(state["same_top"]), int(state["n"])
     bar = None
     if progress:
         from tqdm import tqdm
-        bar = tqdm(total=len(chunks), desc=desc, unit="chunk")
-    for i in it:
+        bar = tqdm(total=len(chunks), initial=start, desc=desc, unit="chunk")
+    for i in range(start, len(chunks)):
         c = chunks[i]
         logits = np.asarray(logits_fn(c))
         # a logits function may return every position [ctx, vocab] or only the scored half on [ctx - first, vocab]
@@ -132,6 +172,10 @@ def score(logits_fn: LogitsFn, chunks, ref=None, progress: bool = True, desc: st
             run = np.concatenate(nll_all)
             bar.set_postfix(ppl=f"{math.exp(run.mean()):.4f}")
             bar.update(1)
+        if checkpoint is not None and (i + 1) % checkpoint.every == 0 and i + 1 < len(chunks):
+            checkpoint.save(next=i + 1, nll=np.stack(nll_all), chunk_ppl=np.asarray(chunk_ppl),
+                            kld=np.asarray(kld.kld if kld else []), same_top=kld.same_top if kld else 0,
+                            n=kld.n if kld else 0)
     if bar is not None:
         bar.close()
     nll = np.concatenate(nll_all)
