@@ -12,7 +12,7 @@
 #         mix:NAME = lowbit quantize --format cb2 --keep-cb4 PATTERNS (cb4 C=16 on the matching tensors), NAME:
 #           gu = cb2 on ffn_gate + ffn_up, cb4 elsewhere;  up = cb2 on ffn_up only;
 #           qkv = cb2 on attn_q/k/v only (15.6% of SmolLM2's weights: 4.19 bpw, under llama.cpp Q2_K's 4.23);
-#           qkv4 = the same with cb2 C=4 (the cb2 default before session 5; mix rows use the cb2 default C)
+#           qkv4 = the same with cb2 C=4 (the cb2 default before session 5; the other mixes use cb2 C=16)
 # Then: python scripts/codebooks/render_table.py $J [lane JSONs]  (the markdown table)
 # Files: the reference is stories260K's F32 GGUF / SmolLM2's shipped Q4_1 run as F32. lowbit rows come from
 # `lowbit quantize` of that file; Q4_K_M/Q2_K from llama.cpp's quantizer (llama-cpp-python, the `peer` extra,
@@ -64,7 +64,8 @@ for row in $rows; do
   case $fmt in
     f32) out=$M ;;
     Q4_K_M|Q2_K) [ -f $out ] || $PEER_PY scripts/codebooks/llama_quantize.py $F32 $out $fmt --keep-embd > $out.log 2>&1 ;;
-    mix) cbc=; case $C in gu) keep='*.attn_*,*.ffn_down.*' ;; up) keep='*.attn_*,*.ffn_gate.*,*.ffn_down.*' ;;
+    mix) cbc="--codebooks 16"
+         case $C in gu) keep='*.attn_*,*.ffn_down.*' ;; up) keep='*.attn_*,*.ffn_gate.*,*.ffn_down.*' ;;
                  qkv) keep='*.attn_output.*,*.ffn_*' ;;
                  qkv4) keep='*.attn_output.*,*.ffn_*'; cbc="--codebooks 4" ;;
            *) echo "unknown mix $C"; exit 2 ;; esac
@@ -91,8 +92,7 @@ j, row, path, tq, tp = sys.argv[1:]
 data = json.load(open(j))
 data["perplexity"][-1].update(bpw=blk_bpw(path), quantize_s=int(tq), perplexity_s=int(tp))
 if row.startswith("mix:"):   # cb2 tables per tensor of the mixture (render_table's C column)
-    from lowbit.formats.cb import DEFAULT_CODEBOOKS
-    data["perplexity"][-1]["cb2_C"] = 4 if row.split(":")[1] == "qkv4" else DEFAULT_CODEBOOKS["cb2"]
+    data["perplexity"][-1]["cb2_C"] = 4 if row.split(":")[1] == "qkv4" else 16
 json.dump(data, open(j, "w"), indent=1)
 PY
   echo "$row: quantize ${t0:+$((t1 - t0))} s, perplexity $((t2 - t1)) s"
