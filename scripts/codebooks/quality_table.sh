@@ -80,8 +80,9 @@ for row in $rows; do
   else
     # every KLD row records the reference PPL (json ref_ppl; computed with the cache, or read back from it): the
     # F32 row of render_table.py
+    # --checkpoint: a row stopped part-way (a killed session) resumes where it was when the script runs it again
     python -m lowbit.cli perplexity $out --format q8_0 --text $W $chunk_arg --kld-ref $M --ref-format f32 --no-progress \
-      $thr_arg --json $J --label "$row" 2>&1 | grep -E "PPL|KLD"
+      $thr_arg --json $J --label "$row" --checkpoint $D/${model}_${CHUNKS}_${row//:/_}.ckpt.npz 2>&1 | grep -E "PPL|KLD|resum"
   fi
   t2=$(date +%s)
   python - "$J" "$row" "$out" $((t1 - t0)) $((t2 - t1)) <<'PY'
