@@ -79,7 +79,8 @@ CASES=(
 )
 want=${ARM_CPUS:-}
 TESTS=()
-for f in tests/test_kernels.py tests/test_repack.py tests/test_linear.py tests/test_linear_parts.py tests/test_attn_prefill.py tests/test_bad_input.py; do
+for f in tests/test_kernels.py tests/test_repack.py tests/test_linear.py tests/test_linear_parts.py tests/test_attn_prefill.py tests/test_silu_mul.py \
+         tests/test_bad_input.py; do
   [[ -f $SRC/$f ]] && TESTS+=("$f")
 done
 # Tests that run `sys.executable` in a subprocess: a guest can't exec another aarch64 binary without binfmt,
@@ -93,7 +94,8 @@ for c in "${CASES[@]}"; do
   IFS=: read -r cpu fam scope <<<"$c"
   files=("${TESTS[@]}"); extra=""
   if [[ $scope == quick ]]; then
-    files=(); for f in "${TESTS[@]}"; do [[ $f == *test_kernels.py || $f == *test_linear.py || $f == *test_linear_parts.py ]] && files+=("$f"); done
+    files=(); for f in "${TESTS[@]}"; do [[ $f == *test_kernels.py || $f == *test_linear*.py || $f == *test_attn_prefill.py || $f == *test_silu_mul.py ]] \
+      && files+=("$f"); done
     extra=" and not test_thread_counts and not test_disable_isa and not test_oracle_values"
   fi
   if [[ -n $want && " $want " != *" $cpu "* ]]; then continue; fi

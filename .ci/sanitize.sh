@@ -29,5 +29,6 @@ export UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 # the instrumented copy must be the one imported (not an installed or editable lowbit)
 python -c "import lowbit, sys; f = lowbit._core.__file__; sys.exit(0 if f.startswith('$DST') else 'sanitize: imported ' + f)"
 python -m pytest -q -p no:cacheprovider -m "not slow" \
-    test_kernels.py test_linear.py test_linear_parts.py test_attn_prefill.py test_bad_input.py test_repack.py "$@"
+    test_kernels.py test_linear.py test_linear_parts.py test_attn_prefill.py test_silu_mul.py test_bad_input.py \
+    test_repack.py "$@"
 echo "sanitize: ASan+UBSan kernel tests passed in $(( $(date +%s) - start )) s"

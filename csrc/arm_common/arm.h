@@ -25,6 +25,10 @@ LB_ARM_DECL(iq4_nl_4x8__i8mm)
 LB_ARM_DECL(q8_0_4x8__i8mm)
 LB_ARM_DECL(cb4_4x8__i8mm)
 LB_ARM_DECL(cb2_4x8__i8mm)
+/* Attention row kernel and SiLU·up (arm_neon/attn_neon.c); the x86 twins are in x86_avx2/avx2.h. */
+void lb_attn_row_neon(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
+                      float *o);
+void lb_silu_mul_neon(int n, const float *g, const float *u, float *out);
 #ifdef LB_HAVE_SVE
 LB_ARM_DECL(q4_0_8x8__sve256)
 LB_ARM_DECL(iq4_nl_8x8__sve256)

@@ -8,6 +8,8 @@
 #include "common/threadpool.h"
 #if defined(__x86_64__) || defined(_M_X64)
 #include "x86_avx2/avx2.h"
+#elif defined(__aarch64__)
+#include "arm_common/arm.h"
 #endif
 
 #define ROW_BLOCK 4            /* query rows per task (x G heads): small enough to balance causal work */
@@ -81,21 +83,28 @@ static void attn_task(void *ctx, int t, int thread) {
 int lb_attn_prefill_simd(void) {
 #if defined(__x86_64__) || defined(_M_X64)
     return (lb_isa_usable() & LB_ISA_AVX2) != 0;
+#elif defined(__aarch64__)
+    return (lb_isa_usable() & LB_ISA_NEON) != 0;
 #else
     return 0;
 #endif
+}
+
+lb_attn_row_fn lb_attn_row_for(int hd, int simd) {
+    if (!simd || !lb_attn_prefill_simd()) return lb_attn_row_scalar;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (hd % 8 == 0) return lb_attn_row_avx2;
+#elif defined(__aarch64__)
+    if (hd % 4 == 0) return lb_attn_row_neon;
+#endif
+    return lb_attn_row_scalar;
 }
 
 void lb_attn_prefill(int H, int Hkv, int hd, int p0, int M, int n_ctx, float *qkv, size_t ldq, const float *rot,
                      float *kc, float *vc, float *out, size_t ldo, float scale, float *scratch, int simd) {
     ajob j = {.H = H, .Hkv = Hkv, .hd = hd, .p0 = p0, .M = M, .n_ctx = n_ctx, .qkv = qkv, .kc = kc, .vc = vc,
               .out = out, .scratch = scratch, .rot = rot, .ldq = ldq, .ldo = ldo, .scale = scale,
-              .row = lb_attn_row_scalar};
-#if defined(__x86_64__) || defined(_M_X64)
-    if (simd && lb_attn_prefill_simd() && hd % 8 == 0) j.row = lb_attn_row_avx2;
-#else
-    (void)simd;
-#endif
+              .row = lb_attn_row_for(hd, simd)};
     lb_parallel_for(M, rope_task, &j);      /* every new key is in the cache before any row attends */
     j.nblk = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     lb_parallel_for(j.nblk * Hkv, attn_task, &j);

@@ -8,6 +8,8 @@
 #include "common/threadpool.h"
 #if defined(__x86_64__) || defined(_M_X64)
 #include "x86_avx2/avx2.h"
+#elif defined(__aarch64__)
+#include "arm_common/arm.h"
 #endif
 
 void lb_add_rmsnorm(int n, float *x, const float *add, const float *w, float eps, float *out) {
@@ -39,6 +41,8 @@ void lb_silu_mul_rows(int M, int n, const float *gu, float *out, int simd) {
     silu_job j = {.M = M, .n = n, .gu = gu, .out = out, .f = lb_silu_mul};
 #if defined(__x86_64__) || defined(_M_X64)
     if (simd && (lb_isa_usable() & LB_ISA_AVX2)) j.f = lb_silu_mul_avx2;
+#elif defined(__aarch64__)
+    if (simd && (lb_isa_usable() & LB_ISA_NEON)) j.f = lb_silu_mul_neon;
 #else
     (void)simd;
 #endif
@@ -88,12 +92,8 @@ void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, cons
             vc[((size_t)j * n_ctx + pos) * hd + i] = vv[(size_t)j * hd + i];
         }
     dec_job j = {.H = H, .G = H / Hkv, .hd = hd, .T = pos + 1, .n_ctx = n_ctx, .q = qkv, .kc = kc, .vc = vc,
-                 .out = out, .scratch = scores, .scale = 1.0f / sqrtf((float)hd), .row = lb_attn_row_scalar};
-#if defined(__x86_64__) || defined(_M_X64)
-    if (simd && (lb_isa_usable() & LB_ISA_AVX2) && hd % 8 == 0) j.row = lb_attn_row_avx2;
-#else
-    (void)simd;
-#endif
+                 .out = out, .scratch = scores, .scale = 1.0f / sqrtf((float)hd),
+                 .row = lb_attn_row_for(hd, simd)};
     float *pool_scratch = NULL;
     if ((size_t)j.T * H * hd > (1u << 18) && lb_pool_threads() > 1)
         pool_scratch = malloc((size_t)lb_pool_threads() * n_ctx * sizeof(float));

@@ -49,6 +49,8 @@ typedef void (*lb_attn_row_fn)(int hd, int T, const float *q, const float *K, co
 void lb_attn_prefill(int H, int Hkv, int hd, int p0, int M, int n_ctx, float *qkv, size_t ldq, const float *rot,
                      float *kc, float *vc, float *out, size_t ldo, float scale, float *scratch, int simd);
 int lb_attn_prefill_simd(void);
+/* The row kernel attention uses: SIMD (AVX2 / NEON) when simd, usable and hd fits it; else the scalar one. */
+lb_attn_row_fn lb_attn_row_for(int hd, int simd);
 void lb_attn_row_scalar(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
                         float *o);
 /* Codebook group encoding (cb_encode.c): n groups of 32 floats x (importance w [n,32] or NULL) against C
