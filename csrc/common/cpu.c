@@ -88,7 +88,13 @@ static int disabled_mask(void) {
     return mask;
 }
 
-int lb_isa_usable(void) { return lb_cpu_features() & ~disabled_mask(); }
+/* Read once: the mask is a process-start setting (tests change it in a subprocess), and the per-token ops
+ * (attention, SiLU) ask on every call, which must not scan the environment each time. */
+int lb_isa_usable(void) {
+    static int cached = -1;
+    if (cached < 0) cached = lb_cpu_features() & ~disabled_mask();
+    return cached;
+}
 
 const char *lb_isa_name(int bit) {
     for (size_t i = 0; i < sizeof isa_names / sizeof isa_names[0]; i++)

@@ -42,13 +42,9 @@ typedef struct {
     lb_attn_row_fn row;
 } ajob;
 
-static void rope_task(void *ctx, int i, int thread) {
-    (void)thread;
-    ajob *j = ctx;
-    const int hd = j->hd, half = hd / 2, pos = j->p0 + i;
-    const float *rot = j->rot + (size_t)pos * hd;           /* (cos, sin) pairs of this position */
-    float *row = j->qkv + (size_t)i * j->ldq;
-    for (int h = 0; h < j->H + j->Hkv; h++) {               /* q heads, then k heads: adjacent pairs (GGUF) */
+void lb_rope_kv(int H, int Hkv, int hd, int pos, int n_ctx, float *row, const float *rot, float *kc, float *vc) {
+    const int half = hd / 2;
+    for (int h = 0; h < H + Hkv; h++) {                     /* q heads, then k heads: adjacent pairs (GGUF) */
         float *v = row + (size_t)h * hd;
         for (int e = 0; e < half; e++) {
             const float c = rot[2 * e], s = rot[2 * e + 1], a = v[2 * e], b = v[2 * e + 1];
@@ -56,12 +52,20 @@ static void rope_task(void *ctx, int i, int thread) {
             v[2 * e + 1] = a * s + b * c;
         }
     }
-    const float *k = row + (size_t)j->H * hd, *v = k + (size_t)j->Hkv * hd;
-    for (int g = 0; g < j->Hkv; g++)
+    const float *k = row + (size_t)H * hd, *v = k + (size_t)Hkv * hd;
+    for (int g = 0; g < Hkv; g++)
         for (int e = 0; e < hd; e++) {
-            j->kc[((size_t)g * j->n_ctx + pos) * hd + e] = k[(size_t)g * hd + e];
-            j->vc[((size_t)g * j->n_ctx + pos) * hd + e] = v[(size_t)g * hd + e];
+            kc[((size_t)g * n_ctx + pos) * hd + e] = k[(size_t)g * hd + e];
+            vc[((size_t)g * n_ctx + pos) * hd + e] = v[(size_t)g * hd + e];
         }
+}
+
+static void rope_task(void *ctx, int i, int thread) {
+    (void)thread;
+    ajob *j = ctx;
+    const int pos = j->p0 + i;
+    lb_rope_kv(j->H, j->Hkv, j->hd, pos, j->n_ctx, j->qkv + (size_t)i * j->ldq, j->rot + (size_t)pos * j->hd,
+               j->kc, j->vc);
 }
 
 static void attn_task(void *ctx, int t, int thread) {

@@ -60,7 +60,7 @@ void lb_silu_mul_rows(int M, int n, const float *gu, float *out, int simd) {
  * usable and simd). Long contexts (pos * H * hd past ~256K MACs) spread the heads over the pool. scores: n_ctx
  * floats of scratch for the inline case. */
 typedef struct {
-    int H, G, hd, T, n_ctx;
+    int G, hd, T, n_ctx;
     const float *q, *kc, *vc;
     float *out, *scratch;
     float scale;
@@ -76,22 +76,8 @@ static void dec_head(void *ctx, int h, int thread) {
 
 void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, const float *rot, float *kc,
                     float *vc, float *scores, float *out, int simd) {
-    const int half = hd / 2;
-    for (int h = 0; h < H + Hkv; h++) {
-        float *v = qkv + (size_t)h * hd;
-        for (int i = 0; i < half; i++) {
-            const float c = rot[2 * i], s = rot[2 * i + 1], a = v[2 * i], b = v[2 * i + 1];
-            v[2 * i] = a * c - b * s;
-            v[2 * i + 1] = a * s + b * c;
-        }
-    }
-    const float *k = qkv + (size_t)H * hd, *vv = k + (size_t)Hkv * hd;
-    for (int j = 0; j < Hkv; j++)
-        for (int i = 0; i < hd; i++) {
-            kc[((size_t)j * n_ctx + pos) * hd + i] = k[(size_t)j * hd + i];
-            vc[((size_t)j * n_ctx + pos) * hd + i] = vv[(size_t)j * hd + i];
-        }
-    dec_job j = {.H = H, .G = H / Hkv, .hd = hd, .T = pos + 1, .n_ctx = n_ctx, .q = qkv, .kc = kc, .vc = vc,
+    lb_rope_kv(H, Hkv, hd, pos, n_ctx, qkv, rot, kc, vc);
+    dec_job j = {.G = H / Hkv, .hd = hd, .T = pos + 1, .n_ctx = n_ctx, .q = qkv, .kc = kc, .vc = vc,
                  .out = out, .scratch = scores, .scale = 1.0f / sqrtf((float)hd),
                  .row = lb_attn_row_for(hd, simd)};
     float *pool_scratch = NULL;

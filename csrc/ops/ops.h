@@ -43,6 +43,9 @@ void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, cons
  * [q: H*hd | k | v]), write their k/v to the caches [Hkv][n_ctx][hd], then causal GQA attention into out (row
  * stride ldo). rot: (cos, sin) pairs [n_ctx][hd/2]. scratch: lb_pool_threads() * n_ctx floats. simd = 0 forces
  * the scalar row kernel (tests); lb_attn_prefill_simd() says whether a SIMD one exists here. */
+/* RoPE (rot: (cos, sin) pairs [hd/2] of pos) of q/k in one qkv row in place, then its k/v into the caches
+ * [Hkv][n_ctx][hd] at pos: the first step of both prefill and decode attention. */
+void lb_rope_kv(int H, int Hkv, int hd, int pos, int n_ctx, float *row, const float *rot, float *kc, float *vc);
 /* One query row's causal attention over T keys: o = softmax(scale * K q) V, s: T floats of scratch. */
 typedef void (*lb_attn_row_fn)(int hd, int T, const float *q, const float *K, const float *V, float scale,
                                float *s, float *o);

@@ -1,7 +1,6 @@
 """`lowbit perplexity MODEL --text FILE --ctx 512 [--chunks N] [--kld-ref REF]`: perplexity as llama.cpp computes
 it (second half of each chunk), KL divergence / top-1 agreement vs a reference model (cached), and optionally the
 same numbers from llama.cpp on the same tokens (--check-llamacpp)."""
-import hashlib
 import json
 import os
 import shutil
@@ -101,8 +100,7 @@ def main(args):
 
     ckpt = None
     if args.checkpoint:   # the run's identity: model file, format, tokens, chunking and the reference used
-        tok_hash = hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest()
-        key = (f"{P.file_sha256(model_path)}|{fmt}|{tok_hash}|{args.ctx}|{len(chunks)}|"
+        key = (f"{P.file_sha256(model_path)}|{fmt}|{P.tokens_sha256(tokens)}|{args.ctx}|{len(chunks)}|"
                f"{cache.path.name if ref is not None else '-'}")
         ckpt = P.Checkpoint(args.checkpoint, key)
         if ckpt.path.exists():

@@ -205,6 +205,10 @@ def file_sha256(path, _memo={}) -> str:
     return _memo[key]
 
 
+def tokens_sha256(tokens) -> str:
+    return hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest()
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("LOWBIT_CACHE", Path.home() / ".cache" / "lowbit")) / "kld"
 
@@ -214,7 +218,7 @@ class RefCache:
     token hash + ctx + chunks. Float32 (not llama.cpp's uint16) so a model vs itself gives exactly 0."""
 
     def __init__(self, model_path, fmt: str, tokens: Sequence[int], ctx: int, n_chunks: int, vocab: int):
-        tok_hash = hashlib.sha256(np.asarray(tokens, dtype=np.int64).tobytes()).hexdigest()
+        tok_hash = tokens_sha256(tokens)
         key = hashlib.sha256(f"{file_sha256(model_path)}|{fmt}|{tok_hash}|{ctx}|{n_chunks}".encode()).hexdigest()
         self.path = cache_dir() / f"{key[:32]}.npy"
         self.meta = {"model": os.fspath(model_path), "format": fmt, "ctx": ctx, "chunks": n_chunks,

@@ -13,8 +13,9 @@ from typing import Iterator
 import numpy as np
 
 from ..model.kv_cache import KVCache
-from ..ops import _core
+from ..model.llama import _FUSED
 from ..model.weights import PackedLinear
+from ..ops import _core
 from ..sampling import Sampler, SamplerConfig
 from .engine import SamplingParams
 
@@ -177,7 +178,7 @@ def decode_batch(m, caches: list[KVCache], toks: list[int]) -> np.ndarray:
     for li, L in enumerate(m.layers):
         m._rmsnorm(x, L.attn_norm, h, rowsq)
         _rows(L.wqkv, h, qkv)                                                     # [M, nq + 2 nkv]
-        if hasattr(_core, "attn_decode"):   # per sequence, the runtime decode's own RoPE + KV write + attention
+        if _FUSED:   # per sequence, the runtime decode's own RoPE + KV write + attention
             for i, kv in enumerate(caches):
                 _core.attn_decode(c.n_head, Hkv, hd, int(pos[i]), kv.k.shape[2], qkv[i], m.rot[pos[i]],
                                   kv.k[li], kv.v[li], m.scores, attn[i])
