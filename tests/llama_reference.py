@@ -27,6 +27,9 @@ def reference_logits(path, tokens):
     eps = float(_meta(r, f"{arch}.attention.layer_norm_rms_epsilon"))
     base = float(_meta(r, f"{arch}.rope.freq_base", 10000.0))
     hd = E // H
+    # llama.cpp's RoPE scaling: positions divided by the linear factor, frequency i divided by rope_freqs[i]
+    lin = float(_meta(r, f"{arch}.rope.scaling.factor", 0.0) or 1.0)
+    ff = np.asarray(t["rope_freqs.weight"].data, np.float64) if "rope_freqs.weight" in t else np.ones(hd // 2)
     n = len(tokens)
     emb = W("token_embd.weight")
     x = emb[np.asarray(tokens)]
@@ -38,7 +41,7 @@ def reference_logits(path, tokens):
         out = v.copy()
         for pos in range(n):
             for i in range(hd // 2):
-                th = pos * base ** (-2.0 * i / hd)
+                th = pos / lin * base ** (-2.0 * i / hd) / ff[i]
                 c, s = np.cos(th), np.sin(th)
                 a, b = v[pos, :, 2 * i], v[pos, :, 2 * i + 1]
                 out[pos, :, 2 * i] = a * c - b * s

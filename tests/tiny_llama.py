@@ -36,8 +36,10 @@ def encode(rng, w: np.ndarray, t: T):
     return gg_quantize(w, t), t           # BF16, Q4_1, Q5_0, ...
 
 
-def write(path, types=None, arch="llama", tokenizer=True, tied=True, seed=0, extra_tensor=None, **dims):
-    """types: {suffix of a tensor name (e.g. 'attn_q.weight') or 'default': GGMLQuantizationType}."""
+def write(path, types=None, arch="llama", tokenizer=True, tied=True, seed=0, extra_tensor=None, rope_scaling=None,
+          **dims):
+    """types: {suffix of a tensor name (e.g. 'attn_q.weight') or 'default': GGMLQuantizationType};
+    rope_scaling: (type string or None, factor) written as {arch}.rope.scaling.*."""
     d = dict(DIMS, **dims)
     rng = np.random.default_rng(seed)
     types = types or {}
@@ -50,6 +52,10 @@ def write(path, types=None, arch="llama", tokenizer=True, tied=True, seed=0, ext
     w.add_head_count_kv(d["n_head_kv"])
     w.add_layer_norm_rms_eps(1e-5)
     w.add_rope_freq_base(10000.0)
+    if rope_scaling is not None:
+        if rope_scaling[0] is not None:
+            w.add_string(f"{arch}.rope.scaling.type", rope_scaling[0])
+        w.add_float32(f"{arch}.rope.scaling.factor", rope_scaling[1])
     if tokenizer:
         toks = ["<unk>", "<s>", "</s>"] + [f"<0x{i:02X}>" for i in range(d["vocab"] - 3)]
         w.add_tokenizer_model("llama")

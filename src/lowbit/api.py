@@ -138,9 +138,14 @@ class LLM:
 
     def describe(self) -> str:
         m, c = self.model, self.config
+        rope = f"rope base {c.rope_base:g}"
+        if c.rope_scale != 1.0:
+            rope += f" / linear x{c.rope_scale:g}"
+        if c.rope_freq_factors is not None:
+            rope += f", frequency factors {min(c.rope_freq_factors):g}-{max(c.rope_freq_factors):g}"
         lines = [f"model:      {self.path}",
                  f"arch:       {c.arch} ({c.name}): {c.n_layer} layers, d={c.n_embd}, ff={c.n_ff}, heads "
-                 f"{c.n_head}/{c.n_head_kv} kv, vocab {c.vocab_size}, rope base {c.rope_base:g}, "
+                 f"{c.n_head}/{c.n_head_kv} kv, vocab {c.vocab_size}, {rope}, "
                  f"{'tied' if c.tied_embeddings else 'separate'} output",
                  f"context:    {m.n_ctx} (trained {c.n_ctx_train}); KV cache {m.cache.nbytes / 2**20:.1f} MiB "
                  f"reserved, touched as it fills",

@@ -104,12 +104,18 @@ def export_gguf(model, out, type_="q4_0", force=False, log=print) -> dict:
             w.add_rope_dimension_count(c.head_dim)
             w.add_layer_norm_rms_eps(c.rms_eps)
             w.add_rope_freq_base(c.rope_base)
+            if c.rope_scale != 1.0:
+                w.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+                w.add_rope_scaling_factor(c.rope_scale)
             w.add_vocab_size(c.vocab_size)
             w.add_file_type({"q4_0": gguf.LlamaFileType.MOSTLY_Q4_0, "iq4_nl": gguf.LlamaFileType.MOSTLY_IQ4_NL,
                              "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0, "f16": gguf.LlamaFileType.MOSTLY_F16,
                              "f32": gguf.LlamaFileType.ALL_F32}[type_])
             _add_tokenizer(w, tok["meta"])
             counts = {}
+            if c.rope_freq_factors is not None:     # sources keep them in the config, llama.cpp in this tensor
+                w.add_tensor("rope_freqs.weight", np.asarray(c.rope_freq_factors, np.float32))
+                counts["f32"] = 1
             for name, tname, shape, raw in _source_tensors(src):
                 if name == "output.weight" and c.tied_embeddings:
                     continue

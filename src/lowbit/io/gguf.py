@@ -1,6 +1,7 @@
 """Open a GGUF with the `gguf` package (tensor data stays memory-mapped) and turn its metadata into a config."""
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -185,6 +186,7 @@ def read_config(reader, path=""):
     if emb is None:
         raise ModelFileError(f"{path}: GGUF has no token_embd.weight tensor")
     vocab = int(_field(reader, f"{arch}.vocab_size", int(emb.shape[1])))
+    rope_scale, factors = _rope_scaling(reader, arch, path, head_dim)
     return LlamaConfig(
         arch=arch, name=str(_field(reader, "general.name", os.path.basename(str(path)))),
         n_layer=int(need("block_count")), n_embd=n_embd, n_ff=int(need("feed_forward_length")),
@@ -192,7 +194,38 @@ def read_config(reader, path=""):
         n_ctx_train=int(_field(reader, f"{arch}.context_length", 2048)), vocab_size=vocab,
         rms_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
         rope_base=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
-        tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors))
+        tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
+        rope_scale=rope_scale, rope_freq_factors=factors)
+
+
+ROPE_FREQS = "rope_freqs.weight"     # llama.cpp's per-frequency RoPE divisors (Llama 3.1+), not a weight matrix
+
+
+def _rope_scaling(reader, arch, path, head_dim):
+    """-> (linear position scale, per-frequency factors or None), as llama.cpp reads them; the scaling types
+    lowbit does not implement (yarn, longrope) are refused rather than run with the wrong positions."""
+    kind = _field(reader, f"{arch}.rope.scaling.type")
+    factor = _field(reader, f"{arch}.rope.scaling.factor")
+    if factor is None:
+        factor = _field(reader, f"{arch}.rope.scale_linear")      # the older key for the same thing
+    scale = 1.0
+    if kind not in (None, "none", "linear"):
+        raise ModelFileError(f"{path}: RoPE scaling type {kind!r} is not supported (lowbit runs none, linear "
+                             f"and per-frequency factors)")
+    if factor is not None and float(factor) != 0.0:       # llama.cpp applies it whatever the type says
+        scale = float(factor)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ModelFileError(f"{path}: RoPE scaling factor {factor!r} is not a positive number")
+    t = next((t for t in reader.tensors if t.name == ROPE_FREQS), None)
+    if t is None:
+        return scale, None
+    if t.tensor_type.name != "F32" or t.shape.tolist() != [head_dim // 2]:
+        raise ModelFileError(f"{path}: {ROPE_FREQS} is {t.tensor_type.name} {t.shape.tolist()}; expected F32 "
+                             f"[{head_dim // 2}] (head dim {head_dim})")
+    f = np.asarray(t.data, np.float64)
+    if not (np.isfinite(f).all() and (f > 0).all()):
+        raise ModelFileError(f"{path}: {ROPE_FREQS} holds non-positive or non-finite factors")
+    return scale, tuple(f.tolist())
 
 
 class GGUFSource(TensorSource):
@@ -207,7 +240,7 @@ class GGUFSource(TensorSource):
             raise
         except (TypeError, ValueError, OverflowError, IndexError) as e:   # e.g. a string where a count belongs
             raise ModelFileError(f"{self.path}: bad GGUF metadata ({type(e).__name__}: {e})") from None
-        self._t = {t.name: t for t in self.reader.tensors}
+        self._t = {t.name: t for t in self.reader.tensors if t.name != ROPE_FREQS}   # that one is in config
         self._pending = []               # file ranges read by raw() whose pages can leave our RSS
         for t in self.reader.tensors:
             if t.tensor_type.name not in SUPPORTED_TYPES and not (t.tensor_type.name == "I8" and
@@ -215,7 +248,7 @@ class GGUFSource(TensorSource):
                 raise ModelFileError(f"{self.path}: tensor {t.name} has unsupported type {t.tensor_type.name} "
                                      f"(supported: {', '.join(sorted(SUPPORTED_TYPES))})")
             want_nd = 1 if t.name.endswith("norm.weight") else 2      # what the model builder unpacks
-            if t.name.endswith(".weight") and len(t.shape) != want_nd:
+            if t.name.endswith(".weight") and t.name != ROPE_FREQS and len(t.shape) != want_nd:
                 raise ModelFileError(f"{self.path}: tensor {t.name} has {len(t.shape)} dimensions, expected {want_nd}")
 
     def names(self):

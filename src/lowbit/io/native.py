@@ -152,8 +152,18 @@ def _config(path, h):
         kw[k] = float(v)
     if not isinstance(c.get("tied_embeddings"), bool):
         raise _bad(path, "config.tied_embeddings must be true or false")
+    # RoPE scaling (files written before it existed have neither key: no scaling)
+    scale = c.get("rope_scale", 1.0)
+    if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not (0 < scale < 1e12):
+        raise _bad(path, f"config.rope_scale must be a positive number, got {scale!r}")
+    factors = c.get("rope_freq_factors")
+    if factors is not None:
+        if not isinstance(factors, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
+                                                    and 0 < x < 1e12 for x in factors):
+            raise _bad(path, "config.rope_freq_factors must be a list of positive numbers")
+        factors = tuple(float(x) for x in factors)
     cfg = LlamaConfig(arch=_str(path, c, "arch", ("llama",)), name=str(c.get("name", "")),
-                      tied_embeddings=c["tied_embeddings"], **kw)
+                      tied_embeddings=c["tied_embeddings"], rope_scale=float(scale), rope_freq_factors=factors, **kw)
     cfg.validate(path)
     return cfg
 

@@ -46,22 +46,43 @@ def read_config(path: Path):
     archs = c.get("architectures") or []
     if c.get("model_type") != "llama" and "LlamaForCausalLM" not in archs:
         raise ModelFileError(f"{path}: unsupported architecture {c.get('model_type') or archs!r}; lowbit runs llama")
-    rs = c.get("rope_scaling")
-    if rs and rs.get("rope_type", rs.get("type")) not in (None, "default"):
-        raise ModelFileError(f"{path}: rope_scaling {rs.get('rope_type', rs.get('type'))!r} is not supported")
     try:
         n_embd, n_head = int(c["hidden_size"]), int(c["num_attention_heads"])
         hd = int(c.get("head_dim") or n_embd // n_head)
         if hd * n_head != n_embd:
             raise ModelFileError(f"{path}: head_dim {hd} x {n_head} heads != hidden_size {n_embd}")
+        rope_base = float(c.get("rope_theta", 10000.0))
+        rope_scale, factors = _rope_scaling(cfg_path, c.get("rope_scaling"), hd, rope_base)
         return LlamaConfig(
             arch="llama", name=path.name, n_layer=int(c["num_hidden_layers"]), n_embd=n_embd,
             n_ff=int(c["intermediate_size"]), n_head=n_head, n_head_kv=int(c.get("num_key_value_heads", n_head)),
             n_ctx_train=int(c.get("max_position_embeddings", 2048)), vocab_size=int(c["vocab_size"]),
-            rms_eps=float(c.get("rms_norm_eps", 1e-6)), rope_base=float(c.get("rope_theta", 10000.0)),
-            tied_embeddings=bool(c.get("tie_word_embeddings", False)))
+            rms_eps=float(c.get("rms_norm_eps", 1e-6)), rope_base=rope_base,
+            tied_embeddings=bool(c.get("tie_word_embeddings", False)), rope_scale=rope_scale,
+            rope_freq_factors=factors)
     except KeyError as e:
         raise ModelFileError(f"{cfg_path}: missing {e.args[0]}") from None
+    except (TypeError, ValueError) as e:
+        raise ModelFileError(f"{cfg_path}: bad value ({e})") from None
+
+
+def _rope_scaling(cfg_path, rs, head_dim, base):
+    """HF rope_scaling -> (linear position scale, per-frequency factors or None). "llama3" (Llama 3.1+) becomes
+    the factors llama.cpp's converter would store in rope_freqs.weight; types lowbit does not run are refused."""
+    from ..model.config import llama3_freq_factors
+    if not rs:
+        return 1.0, None
+    if not isinstance(rs, dict):
+        raise ModelFileError(f"{cfg_path}: rope_scaling must be an object, got {rs!r}")
+    kind = rs.get("rope_type", rs.get("type"))
+    if kind in (None, "default"):
+        return 1.0, None
+    if kind == "linear":
+        return float(rs["factor"]), None
+    if kind == "llama3":
+        return 1.0, llama3_freq_factors(head_dim, base, float(rs["factor"]), float(rs["low_freq_factor"]),
+                                        float(rs["high_freq_factor"]), int(rs["original_max_position_embeddings"]))
+    raise ModelFileError(f"{cfg_path}: rope_scaling {kind!r} is not supported (lowbit runs default, linear, llama3)")
 
 
 def _header(file: Path):

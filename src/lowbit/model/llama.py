@@ -95,9 +95,7 @@ class LlamaModel:
     # -- setup -------------------------------------------------------------------------------------------------
     def _rope_table(self):
         c = self.config
-        hd = c.head_dim
-        inv = c.rope_base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
-        ang = np.arange(self.n_ctx, dtype=np.float64)[:, None] * inv[None, :]
+        ang = np.arange(self.n_ctx, dtype=np.float64)[:, None] * c.rope_inv_freq()[None, :]
         self.rot = np.exp(1j * ang).astype(np.complex64)          # [n_ctx, hd/2]: (x0 + i x1) * e^{i theta}
 
     def _alloc(self):
