@@ -26,7 +26,7 @@ def reference_logits(path, tokens):
     L = int(_meta(r, f"{arch}.block_count"))
     eps = float(_meta(r, f"{arch}.attention.layer_norm_rms_epsilon"))
     base = float(_meta(r, f"{arch}.rope.freq_base", 10000.0))
-    hd = E // H
+    hd = int(_meta(r, f"{arch}.attention.key_length", E // H))
     # llama.cpp's RoPE scaling: positions divided by the linear factor, frequency i divided by rope_freqs[i]
     lin = float(_meta(r, f"{arch}.rope.scaling.factor", 0.0) or 1.0)
     ff = np.asarray(t["rope_freqs.weight"].data, np.float64) if "rope_freqs.weight" in t else np.ones(hd // 2)
@@ -62,7 +62,7 @@ def reference_logits(path, tokens):
             sc = np.exp(sc - sc.max(-1, keepdims=True))
             sc /= sc.sum(-1, keepdims=True)
             att[:, hh] = sc @ v[:, kv]
-        x = x + att.reshape(n, E) @ W(p + "attn_output.weight").T
+        x = x + att.reshape(n, H * hd) @ W(p + "attn_output.weight").T
         h = rms(x, W(p + "ffn_norm.weight"))
         g, u = h @ W(p + "ffn_gate.weight").T, h @ W(p + "ffn_up.weight").T
         x = x + (g / (1 + np.exp(-g)) * u) @ W(p + "ffn_down.weight").T

@@ -64,7 +64,10 @@ def write(path, types=None, arch="llama", tokenizer=True, tied=True, seed=0, ext
         w.add_token_types([2, 3, 3] + [6] * (len(toks) - 3))
         w.add_bos_token_id(1)
         w.add_eos_token_id(2)
-    E, F, hd = d["n_embd"], d["n_ff"], d["n_embd"] // d["n_head"]
+    E, F, hd = d["n_embd"], d["n_ff"], d.get("key_length") or d["n_embd"] // d["n_head"]
+    if d.get("key_length"):
+        w.add_key_length(hd)
+        w.add_value_length(d.get("value_length", hd))
 
     def add(name, shape, scale=0.05):
         suffix = name.split(".", 2)[-1] if name.startswith("blk.") else name

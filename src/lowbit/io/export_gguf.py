@@ -102,6 +102,9 @@ def export_gguf(model, out, type_="q4_0", force=False, log=print) -> dict:
             w.add_head_count(c.n_head)
             w.add_head_count_kv(c.n_head_kv)
             w.add_rope_dimension_count(c.head_dim)
+            if c.key_length:
+                w.add_key_length(c.key_length)
+                w.add_value_length(c.key_length)
             w.add_layer_norm_rms_eps(c.rms_eps)
             w.add_rope_freq_base(c.rope_base)
             if c.rope_scale != 1.0:

@@ -178,7 +178,16 @@ def read_config(reader, path=""):
 
     n_embd = int(need("embedding_length"))
     n_head = int(need("attention.head_count"))
-    head_dim = n_embd // n_head
+    if n_head < 1:
+        raise ModelFileError(f"{path}: attention.head_count is {n_head}")
+    key_length = int(_field(reader, f"{arch}.attention.key_length", 0))
+    value_length = int(_field(reader, f"{arch}.attention.value_length", key_length))
+    if value_length != key_length:
+        raise ModelFileError(f"{path}: attention.value_length {value_length} != key_length {key_length} is not "
+                             f"supported")
+    if key_length == n_embd // n_head and n_embd % n_head == 0:
+        key_length = 0                                     # the usual width: store nothing extra
+    head_dim = key_length or n_embd // n_head
     rope_dim = int(_field(reader, f"{arch}.rope.dimension_count", head_dim))
     if rope_dim != head_dim:
         raise ModelFileError(f"{path}: partial rotary (rope dim {rope_dim} of head dim {head_dim}) is not supported")
@@ -195,7 +204,7 @@ def read_config(reader, path=""):
         rms_eps=float(_field(reader, f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
         rope_base=float(_field(reader, f"{arch}.rope.freq_base", 10000.0)),
         tied_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
-        rope_scale=rope_scale, rope_freq_factors=factors)
+        rope_scale=rope_scale, rope_freq_factors=factors, key_length=key_length)
 
 
 ROPE_FREQS = "rope_freqs.weight"     # llama.cpp's per-frequency RoPE divisors (Llama 3.1+), not a weight matrix

@@ -156,6 +156,9 @@ def _config(path, h):
     scale = c.get("rope_scale", 1.0)
     if not isinstance(scale, (int, float)) or isinstance(scale, bool) or not (0 < scale < 1e12):
         raise _bad(path, f"config.rope_scale must be a positive number, got {scale!r}")
+    key_length = c.get("key_length", 0)          # absent in files from before it existed
+    if not isinstance(key_length, int) or isinstance(key_length, bool) or not 0 <= key_length <= MAX_DIM:
+        raise _bad(path, f"config.key_length must be a non-negative integer, got {key_length!r}")
     factors = c.get("rope_freq_factors")
     if factors is not None:
         if not isinstance(factors, list) or not all(isinstance(x, (int, float)) and not isinstance(x, bool)
@@ -163,7 +166,8 @@ def _config(path, h):
             raise _bad(path, "config.rope_freq_factors must be a list of positive numbers")
         factors = tuple(float(x) for x in factors)
     cfg = LlamaConfig(arch=_str(path, c, "arch", ("llama",)), name=str(c.get("name", "")),
-                      tied_embeddings=c["tied_embeddings"], rope_scale=float(scale), rope_freq_factors=factors, **kw)
+                      tied_embeddings=c["tied_embeddings"], rope_scale=float(scale), rope_freq_factors=factors,
+                      key_length=key_length, **kw)
     cfg.validate(path)
     return cfg
 

@@ -48,9 +48,10 @@ def read_config(path: Path):
         raise ModelFileError(f"{path}: unsupported architecture {c.get('model_type') or archs!r}; lowbit runs llama")
     try:
         n_embd, n_head = int(c["hidden_size"]), int(c["num_attention_heads"])
+        if n_head < 1:
+            raise ModelFileError(f"{cfg_path}: num_attention_heads is {n_head}")
         hd = int(c.get("head_dim") or n_embd // n_head)
-        if hd * n_head != n_embd:
-            raise ModelFileError(f"{path}: head_dim {hd} x {n_head} heads != hidden_size {n_embd}")
+        key_length = 0 if hd * n_head == n_embd else hd      # 0: the usual n_embd / n_head
         rope_base = float(c.get("rope_theta", 10000.0))
         rope_scale, factors = _rope_scaling(cfg_path, c.get("rope_scaling"), hd, rope_base)
         return LlamaConfig(
@@ -59,7 +60,7 @@ def read_config(path: Path):
             n_ctx_train=int(c.get("max_position_embeddings", 2048)), vocab_size=int(c["vocab_size"]),
             rms_eps=float(c.get("rms_norm_eps", 1e-6)), rope_base=rope_base,
             tied_embeddings=bool(c.get("tie_word_embeddings", False)), rope_scale=rope_scale,
-            rope_freq_factors=factors)
+            rope_freq_factors=factors, key_length=key_length)
     except KeyError as e:
         raise ModelFileError(f"{cfg_path}: missing {e.args[0]}") from None
     except (TypeError, ValueError) as e:

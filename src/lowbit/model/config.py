@@ -25,18 +25,23 @@ class LlamaConfig:
     # computes from HF's "llama3" rope_scaling: Llama 3.1/3.2/3.3).
     rope_scale: float = 1.0
     rope_freq_factors: tuple | None = None
+    # per-head width when it is not n_embd / n_head (GGUF attention.key_length, HF head_dim: e.g. Mistral Nemo,
+    # Minitron); 0 = n_embd / n_head
+    key_length: int = 0
 
     @property
     def head_dim(self) -> int:
-        return self.n_embd // self.n_head
+        return self.key_length or self.n_embd // self.n_head
 
     def validate(self, where=""):
         from ..io import ModelFileError
-        if self.n_embd % self.n_head or self.n_head % self.n_head_kv or self.head_dim % 2:
-            raise ModelFileError(f"{where}: inconsistent heads: n_embd={self.n_embd}, n_head={self.n_head}, "
-                                 f"n_head_kv={self.n_head_kv}")
-        if min(self.n_layer, self.n_embd, self.n_ff, self.vocab_size) < 1:
+        if min(self.n_layer, self.n_embd, self.n_ff, self.vocab_size, self.n_head, self.n_head_kv) < 1 \
+                or self.key_length < 0:
             raise ModelFileError(f"{where}: non-positive model dimensions in {self}")
+        if (self.n_embd % self.n_head and not self.key_length) or self.n_head % self.n_head_kv \
+                or self.head_dim < 2 or self.head_dim % 2:
+            raise ModelFileError(f"{where}: inconsistent heads: n_embd={self.n_embd}, n_head={self.n_head}, "
+                                 f"n_head_kv={self.n_head_kv}, head dim {self.head_dim}")
         if not (math.isfinite(self.rope_base) and self.rope_base > 0):
             raise ModelFileError(f"{where}: RoPE base {self.rope_base} is not a positive number")
         if not (math.isfinite(self.rope_scale) and self.rope_scale > 0):
