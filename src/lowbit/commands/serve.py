@@ -19,6 +19,9 @@ def add_arguments(p):
     p.add_argument("--format", default=None, help="runtime weight format: q4_0 (default), iq4_nl, q8_0, f16, f32")
     p.add_argument("--threads", type=int, default=None, help="kernel threads (default: physical cores)")
     p.add_argument("--model-id", default=None, help="name clients put in \"model\" (default: the file's stem)")
+    p.add_argument("--prompt-cache", type=float, default=None, metavar="MIB",
+                   help="memory for KV caches of finished requests, reused by later prompts that share their "
+                        "prefix (a system prompt, earlier chat turns); 0 turns it off (default 256)")
     p.add_argument("--no-batching", action="store_true",
                    help="token round-robin between sequences instead of batched decode (for comparison)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
@@ -27,15 +30,19 @@ def add_arguments(p):
 def main(args):
     try:
         from ..server import create_app
-        from ..server.lowbit_engine import LowbitEngine
+        from ..server.lowbit_engine import DEFAULT_PROMPT_CACHE_MB, LowbitEngine
         from ..server.runner import serve_forever
     except ModuleNotFoundError as e:
         raise RuntimeError(f"`lowbit serve` needs {e.name}: reinstall lowbit (pip install lowbit)") from None
     if args.host not in ("127.0.0.1", "localhost", "::1") and not args.api_key:
         print(f"lowbit serve: warning: listening on {args.host} without --api-key: anyone who can reach this "
               f"port can use the model", file=sys.stderr)
+    if args.prompt_cache is not None and not args.prompt_cache >= 0:
+        raise ValueError(f"--prompt-cache must be >= 0 MiB, got {args.prompt_cache}")
     engine = LowbitEngine.load(args.model, format=args.format, n_ctx=args.ctx, threads=args.threads,
-                               model_id=args.model_id)
+                               model_id=args.model_id,
+                               prompt_cache_mb=DEFAULT_PROMPT_CACHE_MB if args.prompt_cache is None
+                               else args.prompt_cache)
     app = create_app(engine, api_key=args.api_key, max_queue=args.max_queue, max_active=args.parallel,
                      batching=not args.no_batching)
     print(f"lowbit serve: model '{engine.model_id}' (context {engine.n_ctx}) on http://{args.host}:{args.port}/v1"

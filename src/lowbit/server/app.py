@@ -157,7 +157,7 @@ class Server:
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         text, done = await self._collect(request, h)
-        u = S.usage(done.prompt_tokens, done.completion_tokens)
+        u = S.usage(done.prompt_tokens, done.completion_tokens, done.cached_tokens)
         body = (S.chat_body(rid, model, text, done.finish_reason, u) if chat
                 else S.completion_body(rid, model, text, done.finish_reason, u, chunk=False))
         return JSONResponse(body)
@@ -209,7 +209,7 @@ class Server:
                 yield data(S.chat_chunk(rid, model, {}, ev.finish_reason) if chat
                            else S.completion_body(rid, model, "", ev.finish_reason, None, chunk=True))
                 if include_usage:
-                    u = S.usage(ev.prompt_tokens, ev.completion_tokens)
+                    u = S.usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
                     if chat:
                         yield data(S.chat_chunk(rid, model, None, None, u))
                     else:

@@ -18,6 +18,7 @@ from ..model.weights import PackedLinear
 from ..ops import _core
 from ..sampling import Sampler, SamplerConfig
 from .engine import SamplingParams
+from .prompt_cache import PromptCache
 
 
 def penalize(logits: np.ndarray, counts: dict, presence: float, frequency: float) -> np.ndarray:
@@ -45,6 +46,8 @@ class Sequence:
         # the runtime's decode writes K through transposed views made for the cache it was built with
         self.kT = [self.cache.k[i].transpose(0, 2, 1) for i in range(cfg.n_layer)]
         self.prompt_ids = prompt_ids
+        self.ids = list(prompt_ids)   # the tokens whose K/V the cache holds (once they have run), for reuse
+        self.reused = 0               # prompt tokens copied from the prompt cache instead of computed
         self.counts: dict[int, int] = {}
         self.last: int | None = None  # last sampled token, not yet run through the model
 
@@ -56,20 +59,27 @@ class Sequence:
         return tok
 
 
+DEFAULT_PROMPT_CACHE_MB = 256
+
+
 class LowbitEngine:
-    def __init__(self, llm, model_id: str | None = None):
+    def __init__(self, llm, model_id: str | None = None, prompt_cache_mb: float = DEFAULT_PROMPT_CACHE_MB):
         self.llm, self.model, self.tokenizer = llm, llm.model, llm.tokenizer
         self.model_id = model_id or llm.path.stem
         self.n_ctx = self.model.n_ctx
         self.vocab_size = self.model.config.vocab_size
+        c = self.model.config
+        self.prompt_cache = PromptCache(int(prompt_cache_mb * 2**20),
+                                        token_bytes=2 * c.n_layer * c.n_head_kv * c.head_dim * 4)
         # requests are tokenized on worker threads; the tokenizer's parse_special switch is shared state
         self._encode_lock = threading.Lock()
         self.eot = set(int(t) for t in self.tokenizer.eot_ids)
 
     @classmethod
-    def load(cls, path=None, format=None, n_ctx=None, threads=None, model_id=None) -> "LowbitEngine":
+    def load(cls, path=None, format=None, n_ctx=None, threads=None, model_id=None,
+             prompt_cache_mb: float = DEFAULT_PROMPT_CACHE_MB) -> "LowbitEngine":
         from ..api import load
-        return cls(load(path, format=format, n_ctx=n_ctx, threads=threads), model_id)
+        return cls(load(path, format=format, n_ctx=n_ctx, threads=threads), model_id, prompt_cache_mb)
 
     def encode(self, text: str) -> list[int]:
         with self._encode_lock:
@@ -91,10 +101,18 @@ class LowbitEngine:
             self.model.kT = s.kT
 
     def start(self, prompt_ids: list[int], params: SamplingParams) -> tuple[Sequence, int]:
-        """Prefill the prompt into a fresh cache (the runtime's GEMM prefill) and sample the first token."""
+        """Prefill the prompt into a fresh cache (the runtime's GEMM prefill; the longest prefix the prompt cache
+        holds is copied instead of computed) and sample the first token."""
         s = Sequence(self, prompt_ids, params)
+        s.reused = self.prompt_cache.fill(prompt_ids, s.cache)
         self._on(s)
-        return s, s.sample(self.model.prefill(prompt_ids))
+        return s, s.sample(self.model.prefill(prompt_ids[s.reused:]))
+
+    def release(self, s: Sequence) -> None:
+        """A sequence is over (finished, stopped or cancelled): its cache goes to the prompt cache."""
+        if s.cache is not None:
+            self.prompt_cache.put(s.ids, s.cache)
+            s.cache = s.kT = None
 
     def text(self, s: Sequence, tok: int) -> str:
         return s.dec.push(tok)
@@ -116,19 +134,24 @@ class LowbitEngine:
         for i in range(0, len(seqs), self.model.n_batch):
             chunk = seqs[i: i + self.model.n_batch]
             logits = decode_batch(self.model, [s.cache for s in chunk], [s.last for s in chunk])
+            for s in chunk:
+                s.ids.append(s.last)
             out += [s.sample(logits[j]) for j, s in enumerate(chunk)]
         return out
 
     def generate(self, prompt_ids: list[int], params: SamplingParams) -> Iterator[tuple[int | None, str]]:
         s, tok = self.start(prompt_ids, params)
-        while tok not in self.eot:
-            yield tok, self.text(s, tok)
-            if s.cache.pos >= self.n_ctx:
-                return
-            tok = self.step(s)
-        tail = s.dec.flush()
-        if tail:
-            yield None, tail
+        try:
+            while tok not in self.eot:
+                yield tok, self.text(s, tok)
+                if s.cache.pos >= self.n_ctx:
+                    return
+                tok = self.step(s)
+            tail = s.dec.flush()
+            if tail:
+                yield None, tail
+        finally:                 # also when the scheduler closes the generator (max_tokens, stop, cancel)
+            self.release(s)
 
 
 def _rows(w, x, out):

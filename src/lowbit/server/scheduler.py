@@ -33,6 +33,7 @@ class Event:
     finish_reason: str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0    # prompt tokens the engine's prompt cache supplied
 
 
 class StopMatcher:
@@ -113,6 +114,7 @@ class _Seq:
         self.state = None
         self.done = False
         self.outcome = None  # "finished" | "failed" | "cancelled"
+        self.ended = None
 
     def emit(self, tok: int | None, text: str) -> None:
         if tok is not None:
@@ -130,7 +132,7 @@ class _Seq:
         if tail:
             self.h._post(Event("delta", tail))
         self.h._post(Event("done", finish_reason=reason, prompt_tokens=len(self.h.prompt_ids),
-                           completion_tokens=self.n))
+                           completion_tokens=self.n, cached_tokens=getattr(self.state, "reused", 0)))
         self.close("finished")
 
     def fail(self, msg: str) -> None:
@@ -141,7 +143,7 @@ class _Seq:
         self.done, self.outcome = True, outcome
         if self.gen is not None:
             self.gen.close()
-        self.gen = self.state = None
+        self.ended, self.gen, self.state = self.state, None, None    # ended: for the engine's release()
 
 
 class Scheduler:
@@ -231,6 +233,7 @@ class Scheduler:
                         s.fail(f"internal error: {type(e).__name__}: {e}")
                         self.stats["errors"] += 1
             self.stats["served"] += sum(s.outcome == "finished" for s in self._active)
+            self._release([s for s in self._active if s.done])
             self._active = [s for s in self._active if not s.done]
         for s in self._active:
             s.fail("server is shutting down")
@@ -239,6 +242,17 @@ class Scheduler:
                 h._post(Event("error", text="server is shutting down"))
             self._pending.clear()
         self._active = []
+
+    def _release(self, ended: list[_Seq]) -> None:
+        """Hand finished sequences' states back to the engine (its prompt cache), when it takes them."""
+        release = getattr(self.engine, "release", None)
+        for s in ended:
+            state, s.ended = s.ended, None
+            if release is not None and state is not None:
+                try:
+                    release(state)
+                except Exception:       # losing a cache entry must not take the worker down
+                    log.exception("engine release failed")
 
     def _guard(self, seqs: list[_Seq], fn, *args):
         """Run an engine call; on failure fail those sequences (a bad request must not take the worker down)."""
