@@ -105,9 +105,12 @@ class Server:
             raise S.APIError(400, f"This model's maximum context length is {ctx} tokens; you requested "
                                   f"{n_prompt + max_tokens} tokens ({n_prompt} in the prompt, {max_tokens} for "
                                   f"the completion)", param="max_tokens", code="context_length_exceeded")
+        if req.top_logprobs is not None and not (self.sched.batched and hasattr(self.engine, "token_str")):
+            raise S.APIError(400, "logprobs need the batched scheduler of lowbit's engine (not --no-batching)",
+                             param="logprobs")
         return SamplingParams(max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed,
                               presence_penalty=req.presence_penalty, frequency_penalty=req.frequency_penalty,
-                              stop=list(req.stop or []))
+                              stop=list(req.stop or []), logprobs=req.top_logprobs, echo=req.echo)
 
     def _submit(self, ids, params):
         try:
@@ -129,6 +132,7 @@ class Server:
         self._check_model(req.model)
         if isinstance(req.prompt, str):
             ids = await asyncio.to_thread(self.engine.encode, req.prompt)
+            prompt_text = req.prompt
         else:
             ids = list(req.prompt)
             vocab = getattr(self.engine, "vocab_size", None)
@@ -136,7 +140,9 @@ class Server:
             if bad:
                 raise S.APIError(400, f"prompt token id {bad[0]} is outside the vocabulary (size {vocab})",
                                  param="prompt")
-        return await self._respond(request, req, ids, chat=False)
+            detok = getattr(self.engine, "detokenize", None)
+            prompt_text = await asyncio.to_thread(detok, ids) if (req.echo and detok) else ""
+        return await self._respond(request, req, ids, chat=False, echo_text=prompt_text if req.echo else None)
 
     async def chat(self, request: Request):
         req = _validate(S.ChatRequest, await _read_json(request))
@@ -147,24 +153,30 @@ class Server:
             raise S.APIError(400, str(e), param="messages") from None
         return await self._respond(request, req, ids, chat=True)
 
-    async def _respond(self, request: Request, req, ids: list[int], chat: bool):
+    async def _respond(self, request: Request, req, ids: list[int], chat: bool, echo_text: str | None = None):
         params = self._params(req, len(ids))
         h = self._submit(ids, params)
         rid = S.new_id("chatcmpl" if chat else "cmpl")
         model = self.engine.model_id
+        lp = _LogprobFormat(self.engine, chat, ids, echo_text) if params.logprobs is not None else None
         if req.stream:
-            return StreamingResponse(self._sse(h, rid, model, chat, req.include_usage),
+            return StreamingResponse(self._sse(h, rid, model, chat, req.include_usage, echo_text, lp),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        text, done = await self._collect(request, h)
+        text, done, entries = await self._collect(request, h)
         u = S.usage(done.prompt_tokens, done.completion_tokens, done.cached_tokens)
-        body = (S.chat_body(rid, model, text, done.finish_reason, u) if chat
-                else S.completion_body(rid, model, text, done.finish_reason, u, chunk=False))
+        if chat:
+            body = S.chat_body(rid, model, text, done.finish_reason, u)
+        else:
+            body = S.completion_body(rid, model, (echo_text or "") + text, done.finish_reason, u, chunk=False)
+        if lp is not None:
+            body["choices"][0]["logprobs"] = await asyncio.to_thread(lp.whole, entries)
         return JSONResponse(body)
 
     async def _collect(self, request: Request, h):
-        """Gather a non-streamed answer; if the client hangs up meanwhile, cancel the generation."""
-        parts = []
+        """Gather a non-streamed answer (text, the done event, log-probability entries in order: the prompt's
+        first when echoed); if the client hangs up meanwhile, cancel the generation."""
+        parts, entries = [], {"echo": [], "gen": []}
         events = h.events()
         try:
             while True:
@@ -176,38 +188,51 @@ class Server:
                         h.cancel()
                         raise S.APIError(499, "client closed request")
                 ev = nxt.result()
+                if ev.logprobs:
+                    entries["echo" if ev.kind == "echo" else "gen"] += ev.logprobs
                 if ev.kind == "delta":
                     parts.append(ev.text)
                 elif ev.kind == "done":
-                    return "".join(parts), ev
+                    return "".join(parts), ev, entries
+                elif ev.kind == "echo":
+                    pass
                 else:
                     raise S.APIError(500, f"generation failed: {ev.text}", type="server_error")
         finally:
             h.cancel()
             await events.aclose()
 
-    async def _sse(self, h, rid: str, model: str, chat: bool, include_usage: bool):
+    async def _sse(self, h, rid: str, model: str, chat: bool, include_usage: bool, echo_text=None, lp=None):
         """SSE chunks in OpenAI's shape. Starlette cancels this generator when the client disconnects; the
         `finally` flags the request cancelled and the worker drops it before its next step."""
         def data(obj) -> str:
             return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
         try:
-            async for chunk in self._sse_events(h, rid, model, chat, include_usage, data):
+            async for chunk in self._sse_events(h, rid, model, chat, include_usage, data, echo_text, lp):
                 yield chunk
         finally:  # client gone (generator cancelled/closed) or done: either way the worker may drop it
             h.cancel()
 
-    async def _sse_events(self, h, rid, model, chat, include_usage, data):
+    async def _sse_events(self, h, rid, model, chat, include_usage, data, echo_text=None, lp=None):
+        def chunk(text, finish, entries, echo=False):
+            body = (S.chat_chunk(rid, model, {"content": text} if finish is None else {}, finish) if chat
+                    else S.completion_body(rid, model, text, finish, None, chunk=True))
+            if lp is not None and (entries or echo):
+                body["choices"][0]["logprobs"] = lp.part(entries or [], echo)
+            return data(body)
+
         if chat:
             yield data(S.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None))
+        elif echo_text and lp is None:
+            yield chunk(echo_text, None, None)
         async for ev in h.events():
-            if ev.kind == "delta":
-                yield data(S.chat_chunk(rid, model, {"content": ev.text}, None) if chat
-                           else S.completion_body(rid, model, ev.text, None, None, chunk=True))
+            if ev.kind == "echo":                 # completions only: the prompt text with its log-probabilities
+                yield chunk(echo_text or "", None, ev.logprobs, echo=True)
+            elif ev.kind == "delta":
+                yield chunk(ev.text, None, ev.logprobs)
             elif ev.kind == "done":
-                yield data(S.chat_chunk(rid, model, {}, ev.finish_reason) if chat
-                           else S.completion_body(rid, model, "", ev.finish_reason, None, chunk=True))
+                yield chunk("", ev.finish_reason, ev.logprobs)
                 if include_usage:
                     u = S.usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
                     if chat:
@@ -219,6 +244,35 @@ class Server:
             else:  # headers are already sent: report the failure in-band, as OpenAI does
                 yield data(S.APIError(500, f"generation failed: {ev.text}", type="server_error").body())
         yield "data: [DONE]\n\n"
+
+
+class _LogprobFormat:
+    """Engine entries -> OpenAI logprobs objects: legacy completions (tokens, token_logprobs, top_logprobs,
+    text_offset; an echoed prompt's first token has none) or chat ({"content": [...]})."""
+
+    def __init__(self, engine, chat: bool, prompt_ids: list[int], echo_text: str | None):
+        self.tstr, self.chat, self.prompt_ids, self.echo_text = engine.token_str, chat, prompt_ids, echo_text
+        self.offset = len(echo_text) if echo_text else 0      # where the generated text starts
+
+    def _echo_entries(self, entries):
+        return [(self.prompt_ids[0], None, None)] + list(entries)
+
+    def whole(self, entries: dict) -> dict:
+        if self.chat:
+            return S.chat_logprobs(entries["gen"], self.tstr)
+        head = self._echo_entries(entries["echo"]) if self.echo_text is not None else []
+        out = S.completion_logprobs(head, self.tstr, 0)
+        gen = S.completion_logprobs(entries["gen"], self.tstr, self.offset)
+        return {k: out[k] + gen[k] for k in out}
+
+    def part(self, entries: list, echo: bool = False) -> dict:
+        if self.chat:
+            return S.chat_logprobs(entries, self.tstr)
+        if echo:
+            return S.completion_logprobs(self._echo_entries(entries), self.tstr, 0)
+        out = S.completion_logprobs(entries, self.tstr, self.offset)
+        self.offset += sum(len(t) for t in out["tokens"])
+        return out
 
 
 def create_app(engine: Engine, *, api_key: str | None = None, max_queue: int = 64, max_active: int = 16,

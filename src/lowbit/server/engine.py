@@ -18,6 +18,8 @@ class SamplingParams:
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
     stop: list[str] = field(default_factory=list)
+    logprobs: int | None = None    # None: off; N >= 0: each token's log-probability and the N most likely
+    echo: bool = False             # with logprobs: the prompt tokens' log-probabilities too
 
 
 class Engine(Protocol):

@@ -21,6 +21,26 @@ from .engine import SamplingParams
 from .prompt_cache import PromptCache
 
 
+ECHO_CHUNK = 256        # prompt rows per all-logits prefill when echoing log-probabilities (bounds the memory)
+
+
+def token_logprobs(logits: np.ndarray, tokens, k: int) -> list[tuple]:
+    """Rows of logits [n, vocab] -> per row (token, its log-probability, [(id, logprob)] of the k most likely),
+    from the model's own distribution (before temperature, top_p or penalties), in float64."""
+    z = np.asarray(logits, np.float64).reshape(len(tokens), -1)
+    mx = z.max(-1, keepdims=True)
+    lse = mx[:, 0] + np.log(np.exp(z - mx).sum(-1))
+    out = []
+    for i, t in enumerate(tokens):
+        top = []
+        if k > 0:
+            ids = np.argpartition(-z[i], k - 1)[:k]
+            ids = ids[np.lexsort((ids, -z[i, ids]))]          # most likely first, ties by id
+            top = [(int(j), float(z[i, j] - lse[i])) for j in ids]
+        out.append((int(t), float(z[i, t] - lse[i]), top))
+    return out
+
+
 def penalize(logits: np.ndarray, counts: dict, presence: float, frequency: float) -> np.ndarray:
     """OpenAI's rule: logit[t] -= presence * (count[t] > 0) + frequency * count[t], over generated tokens."""
     if not counts or (presence == 0.0 and frequency == 0.0):
@@ -50,10 +70,15 @@ class Sequence:
         self.reused = 0               # prompt tokens copied from the prompt cache instead of computed
         self.counts: dict[int, int] = {}
         self.last: int | None = None  # last sampled token, not yet run through the model
+        self.last_lp = None           # token_logprobs() entry of the last sampled token (params.logprobs set)
+        self.prompt_lps = None        # echo: entries of prompt tokens 1.. (token 0 has no context)
 
     def sample(self, logits: np.ndarray) -> int:
-        z = penalize(logits.reshape(-1), self.counts, self.params.presence_penalty, self.params.frequency_penalty)
+        raw = logits.reshape(-1)
+        z = penalize(raw, self.counts, self.params.presence_penalty, self.params.frequency_penalty)
         tok = int(self.sampler(z, ()))
+        if self.params.logprobs is not None:
+            self.last_lp = token_logprobs(raw, [tok], self.params.logprobs)[0]
         self.counts[tok] = self.counts.get(tok, 0) + 1
         self.last = tok
         return tok
@@ -104,9 +129,29 @@ class LowbitEngine:
         """Prefill the prompt into a fresh cache (the runtime's GEMM prefill; the longest prefix the prompt cache
         holds is copied instead of computed) and sample the first token."""
         s = Sequence(self, prompt_ids, params)
-        s.reused = self.prompt_cache.fill(prompt_ids, s.cache)
         self._on(s)
+        if params.echo and params.logprobs is not None:    # every prompt row's logits: no reuse, in chunks
+            s.prompt_lps = []
+            for a in range(0, len(prompt_ids), ECHO_CHUNK):
+                chunk = prompt_ids[a: a + ECHO_CHUNK]
+                lg = self.model.prefill(chunk, all_logits=True)
+                nxt = prompt_ids[a + 1: a + 1 + len(chunk)]
+                s.prompt_lps += token_logprobs(lg[: len(nxt)], nxt, params.logprobs)
+            return s, s.sample(lg[-1])
+        s.reused = self.prompt_cache.fill(prompt_ids, s.cache)
         return s, s.sample(self.model.prefill(prompt_ids[s.reused:]))
+
+    def detokenize(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids)
+
+    def token_str(self, token_id: int) -> str:
+        """A token's own text, as it reads inside a text (SentencePiece word starts keep their space)."""
+        tok = self.tokenizer
+        anchor = tok._space_anchor()
+        if anchor is None:
+            return tok.decode([token_id], skip_special=False)
+        aid, atext = anchor
+        return tok.decode([aid, token_id], skip_special=False)[len(atext):]
 
     def release(self, s: Sequence) -> None:
         """A sequence is over (finished, stopped or cancelled): its cache goes to the prompt cache."""

@@ -34,6 +34,7 @@ class Event:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0    # prompt tokens the engine's prompt cache supplied
+    logprobs: list | None = None   # "delta"/"done": entries of the tokens since the last event; "echo": the prompt's
 
 
 class StopMatcher:
@@ -96,7 +97,7 @@ class Handle:
             while True:
                 ev = await self.queue.get()
                 yield ev
-                if ev.kind != "delta":
+                if ev.kind in ("done", "error"):
                     return
         finally:
             self.cancel()
@@ -115,24 +116,34 @@ class _Seq:
         self.done = False
         self.outcome = None  # "finished" | "failed" | "cancelled"
         self.ended = None
+        self.lps = [] if h.params.logprobs is not None else None   # entries not yet posted
 
-    def emit(self, tok: int | None, text: str) -> None:
+    def emit(self, tok: int | None, text: str, lp=None) -> None:
         if tok is not None:
             self.n += 1
+            if self.lps is not None and lp is not None:
+                self.lps.append(lp)
         out, stopped = self.stop.feed(text)
         if out:
-            self.h._post(Event("delta", out))
+            self.h._post(Event("delta", out, logprobs=self._take_lps()))
         if stopped:
             self.finish("stop")
         elif self.n >= self.h.params.max_tokens:
             self.finish("length")
 
+    def _take_lps(self):
+        if self.lps is None:
+            return None
+        out, self.lps = self.lps, []
+        return out
+
     def finish(self, reason: str) -> None:
         tail = self.stop.flush() if reason != "stop" else ""
         if tail:
-            self.h._post(Event("delta", tail))
+            self.h._post(Event("delta", tail, logprobs=self._take_lps()))
         self.h._post(Event("done", finish_reason=reason, prompt_tokens=len(self.h.prompt_ids),
-                           completion_tokens=self.n, cached_tokens=getattr(self.state, "reused", 0)))
+                           completion_tokens=self.n, cached_tokens=getattr(self.state, "reused", 0),
+                           logprobs=self._take_lps()))
         self.close("finished")
 
     def fail(self, msg: str) -> None:
@@ -291,7 +302,12 @@ class Scheduler:
             r = self._guard([s], eng.start, s.h.prompt_ids, s.h.params)
             if r is not None:
                 s.state = r[0]
-                self._emit_token(s, r[1])
+                if getattr(s.state, "prompt_lps", None) is not None:
+                    s.h._post(Event("echo", logprobs=s.state.prompt_lps))
+                if s.h.params.max_tokens == 0:        # echo only: the prompt scored, nothing generated
+                    s.finish("length")
+                else:
+                    self._emit_token(s, r[1])
         batch = [s for s in self._active if not s.done and s not in new]
         if batch:
             toks = self._guard(batch, eng.step_batch, [s.state for s in batch])
@@ -307,4 +323,4 @@ class Scheduler:
             if not s.done:
                 s.finish("stop")
         else:
-            s.emit(tok, eng.text(s.state, tok))
+            s.emit(tok, eng.text(s.state, tok), getattr(s.state, "last_lp", None))

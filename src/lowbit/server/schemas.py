@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Literal, Union
+from typing import ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -20,12 +20,15 @@ class APIError(Exception):
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
 
+MAX_TOP_LOGPROBS = 20
+
+
 class _Sampling(BaseModel):
     # Unknown fields are ignored like OpenAI's own server does for fields it doesn't use (e.g. "user").
     model_config = ConfigDict(extra="ignore")
 
     model: str
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=0)      # 0 only with echo (scoring a prompt)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     n: int = 1
@@ -36,7 +39,6 @@ class _Sampling(BaseModel):
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     logit_bias: dict | None = None
-    logprobs: Any = None
 
     @field_validator("n")
     @classmethod
@@ -57,8 +59,6 @@ class _Sampling(BaseModel):
     def _unsupported(self):
         if self.logit_bias:
             raise ValueError("logit_bias is not supported")
-        if self.logprobs not in (None, False, 0):
-            raise ValueError("logprobs are not supported")
         return self
 
     @property
@@ -67,31 +67,36 @@ class _Sampling(BaseModel):
 
 
 class CompletionRequest(_Sampling):
-    prompt: Union[str, list[str], list[int]]
+    prompt: Union[str, list[str], list[int], list[list[int]]]
     echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
     best_of: int | None = None
     suffix: str | None = None
 
     @field_validator("prompt")
     @classmethod
     def _one_prompt(cls, v):
-        if isinstance(v, list) and v and isinstance(v[0], str):
+        if isinstance(v, list) and v and isinstance(v[0], (str, list)):     # a batch of prompts: one only
             if len(v) != 1:
                 raise ValueError("only one prompt per request is supported")
-            return v[0]
+            v = v[0]
         if isinstance(v, list) and not v:
             raise ValueError("prompt is empty")
         return v
 
     @model_validator(mode="after")
     def _completion_unsupported(self):
-        if self.echo:
-            raise ValueError("echo is not supported")
         if self.best_of not in (None, 1):
             raise ValueError("only best_of=1 is supported")
         if self.suffix:
             raise ValueError("suffix is not supported")
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens 0 needs echo (it scores the prompt only)")
         return self
+
+    @property
+    def top_logprobs(self) -> int | None:
+        return self.logprobs
 
 
 class Message(BaseModel):
@@ -113,12 +118,23 @@ class Message(BaseModel):
 class ChatRequest(_Sampling):
     messages: list[Message] = Field(min_length=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool | None = None
+    top_logprobs_n: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS, alias="top_logprobs")
+    echo: ClassVar[bool] = False     # chat has no echo
 
     @model_validator(mode="after")
     def _max_completion(self):
         if self.max_tokens is None and self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
+        if self.max_tokens == 0:
+            raise ValueError("max_tokens must be at least 1")
+        if self.top_logprobs_n is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
         return self
+
+    @property
+    def top_logprobs(self) -> int | None:
+        return (self.top_logprobs_n or 0) if self.logprobs else None
 
     def plain_messages(self) -> list[dict]:
         return [{"role": "system" if m.role == "developer" else m.role, "content": m.text()} for m in self.messages]
@@ -155,3 +171,30 @@ def chat_chunk(rid: str, model: str, delta: dict | None, finish: str | None, u: 
     if u is not None:
         body["usage"] = u
     return body
+
+
+def completion_logprobs(entries: list, token_str, offset: int = 0) -> dict:
+    """The legacy completions shape. entries: (token, logprob or None, [(id, logprob)] or None); as OpenAI
+    documents, each top_logprobs dict holds the requested most likely tokens plus the chosen one."""
+    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for tok, lp, top in entries:
+        t = token_str(tok)
+        out["tokens"].append(t)
+        out["token_logprobs"].append(lp)
+        if lp is None:
+            out["top_logprobs"].append(None)
+        else:
+            d = {token_str(i): v for i, v in top}
+            d.setdefault(t, lp)
+            out["top_logprobs"].append(d)
+        out["text_offset"].append(offset)
+        offset += len(t)
+    return out
+
+
+def chat_logprobs(entries: list, token_str) -> dict:
+    """The chat shape: {"content": [{token, logprob, bytes, top_logprobs: [{token, logprob, bytes}]}]}."""
+    def one(i, lp):
+        t = token_str(i)
+        return {"token": t, "logprob": lp, "bytes": list(t.encode("utf-8"))}
+    return {"content": [dict(one(tok, lp), top_logprobs=[one(i, v) for i, v in top]) for tok, lp, top in entries]}
