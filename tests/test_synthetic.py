@@ -3,6 +3,7 @@ import gguf
 import numpy as np
 import pytest
 
+import lowbit
 from lowbit import synthetic
 from lowbit.cli import main as cli
 
@@ -44,6 +45,19 @@ def test_real_shapes():
     assert abs(synthetic.SHAPES["tinyllama-1.1b"].n_params() - 1.1e9) < 0.01e9
     assert abs(synthetic.SHAPES["llama2-7b"].n_params() - 6.74e9) < 0.01e9
     assert abs(synthetic.SHAPES["smollm2-135m"].n_params() - 134.5e6) < 1e6
+    assert abs(synthetic.SHAPES["llama3.2-1b"].n_params() - 1.2358e9) < 0.001e9
+
+
+def test_llama3_rope_factors(tmp_path, monkeypatch):
+    """A shape with llama3 RoPE writes rope_freqs.weight, which the loader turns into the config's factors."""
+    import dataclasses
+
+    from lowbit.model.config import llama3_freq_factors
+    monkeypatch.setitem(synthetic.SHAPES, "tiny3", dataclasses.replace(synthetic.SHAPES["tiny"],
+                                                                       llama3_rope=(8.0, 1.0, 4.0, 64)))
+    llm = lowbit.load(synthetic.write(tmp_path / "t3.gguf", "tiny3", "q4_0"))
+    want = tuple(np.float32(llama3_freq_factors(16, 10000.0, 8.0, 1.0, 4.0, 64)).tolist())
+    assert llm.config.rope_freq_factors == want and want[0] == 1.0 and want[-1] == 8.0
 
 
 def test_bad_input(tmp_path):

@@ -32,6 +32,7 @@ class Shape:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tied_embeddings: bool = False
+    llama3_rope: tuple | None = None     # (factor, low_freq_factor, high_freq_factor, original context): rope_freqs
 
     @property
     def head_dim(self) -> int:
@@ -62,6 +63,9 @@ SHAPES = {
     "1b-16l": Shape(2048, 16, 5632, 32, 4, 32000),   # the benchmark protocol's quicker 1B shape (835M params)
     "llama2-7b": Shape(4096, 32, 11008, 32, 32, 32000, ctx=4096),
     "smollm2-135m": Shape(576, 30, 1536, 9, 3, 49152, ctx=8192, rope_theta=100000.0, tied_embeddings=True),
+    # Llama 3.2 1B: 128k vocabulary (tied embedding = a fifth of the weights), llama3 RoPE frequency factors
+    "llama3.2-1b": Shape(2048, 16, 8192, 32, 8, 128256, ctx=131072, rope_theta=500000.0, tied_embeddings=True,
+                         llama3_rope=(32.0, 1.0, 4.0, 8192)),
     "tiny": Shape(64, 2, 128, 4, 2, 512, ctx=256),    # for tests
 }
 
@@ -195,6 +199,11 @@ def write(path, shape: str = "1b-16l", qtype: str = "q4_0", seed: int = 0, progr
                                                                                           "ffn_norm.weight")]
     for name in norms:
         w.add_tensor_info(name, (s.dim,), np.dtype(np.float32), s.dim * 4)
+    freqs = None
+    if s.llama3_rope is not None:      # what llama.cpp's converter stores for HF's "llama3" rope_scaling
+        from .model.config import llama3_freq_factors
+        freqs = np.asarray(llama3_freq_factors(s.head_dim, s.rope_theta, *s.llama3_rope), np.float32)
+        w.add_tensor_info("rope_freqs.weight", freqs.shape, np.dtype(np.float32), freqs.nbytes)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_ti_data_to_file()
@@ -207,5 +216,7 @@ def write(path, shape: str = "1b-16l", qtype: str = "q4_0", seed: int = 0, progr
     ones = np.ones(s.dim, dtype=np.float32)
     for _ in norms:
         w.write_tensor_data(ones)
+    if freqs is not None:
+        w.write_tensor_data(freqs)
     w.close()
     return path
