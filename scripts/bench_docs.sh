@@ -2,12 +2,12 @@
 # Regenerate the numbers in docs/benchmarks.md on this machine. Needs the llama.cpp peer (scripts/peer_venv.sh).
 # Quiet machine please: the protocol alternates lowbit and llama.cpp, but contention still moves both.
 # Usage: scripts/bench_docs.sh [OUT_DIR] ; env REPS (3), PP (512), TG (128), THREADS (1,2), MODELS (/work/cache/models),
-#        APPEND (unset), PARTS (default "q4_0 iq4_nl q4_k_m cb smol contention ppl": run only some parts)
+#        APPEND (unset), PARTS (default "q4_0 iq4_nl q4_k_m cb smol llama3 contention ppl": run only some parts)
 set -euo pipefail
 OUT="${1:-docs/bench-results}"
 REPS="${REPS:-3}"; PP="${PP:-512}"; TG="${TG:-128}"; THREADS="${THREADS:-1,2}"
 M="${MODELS:-/work/cache/models}"
-PARTS=" ${PARTS:-q4_0 iq4_nl q4_k_m cb smol contention ppl} "
+PARTS=" ${PARTS:-q4_0 iq4_nl q4_k_m cb smol llama3 contention ppl} "
 want() { [[ "$PARTS" == *" $1 "* ]]; }
 mkdir -p "$OUT" "$M"
 syn() {  # shape type -> path (made once)
@@ -37,6 +37,10 @@ if want smol; then     # the real SmolLM2-135M (Q4_1 file, requantized by lowbit
     SMOL=$(python -c "from lowbit.registry import resolve; print(resolve('smollm2-135m'))")
     lowbit bench "$SMOL" "${common[@]}" --format q4_0 --vs-llamacpp --label smollm2-135m --markdown "$OUT/smollm2-q4_1-file.md"
     lowbit bench "$SYNSMOL" "${common[@]}" --vs-llamacpp --label smollm2-135m-syn --markdown "$OUT/smollm2-syn-q4_0.md"
+fi
+if want llama3; then   # Llama 3.2 1B's shapes (128k tied vocabulary, llama3 RoPE factors), the same file for both
+    L32=$(syn llama3.2-1b q4_0)
+    lowbit bench "$L32" "${common[@]}" --vs-llamacpp --label llama3.2-1b --markdown "$OUT/llama3.2-1b-q4_0.md"
 fi
 if want contention; then   # one busy-loop process beside the benchmark: how each engine copes with a shared machine
     yes > /dev/null & HOG=$!
