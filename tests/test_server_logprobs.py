@@ -9,7 +9,8 @@ httpx = pytest.importorskip("httpx")
 
 from lowbit.api import load  # noqa: E402
 from lowbit.server import create_app  # noqa: E402
-from lowbit.server.lowbit_engine import ECHO_CHUNK, LowbitEngine, token_logprobs  # noqa: E402
+from lowbit.logprobs import CHUNK as ECHO_CHUNK, token_logprobs  # noqa: E402
+from lowbit.server.lowbit_engine import LowbitEngine  # noqa: E402
 from lowbit.server.runner import BackgroundServer  # noqa: E402
 
 CTX = 512

@@ -110,6 +110,68 @@ class LLM:
     def generate(self, prompt: str = None, **kw) -> str:
         return "".join(self.stream(prompt, **kw))
 
+    def logprobs(self, prompt: str = None, *, prompt_ids: Sequence[int] = None, top: int = 0,
+                 add_bos=None) -> list[dict]:
+        """Score a text: for each token, its log-probability given the tokens before it (None for the first) and
+        the `top` most likely tokens there: [{"id", "text", "logprob", "top": [(id, logprob)]}]. The model's
+        own distribution (float64 log-softmax of the logits); the prompt runs in 256-row pieces."""
+        ids = self._ids_to_score(prompt, prompt_ids, add_bos)
+        entries = self._score(ids, top)
+        texts = self.tokenizer.stream_decoder(skip_special=False, after_prompt=False)
+        out = []
+        for tok, lp, tp in [(ids[0], None, [])] + entries:       # a token's text may wait for the next one's bytes
+            out.append({"id": tok, "text": texts.push(tok), "logprob": lp, "top": tp})
+        if out:
+            out[-1]["text"] += texts.flush()
+        return out
+
+    def loglikelihood(self, context: str, continuation: str) -> tuple[float, bool]:
+        """lm-eval's loglikelihood request: (sum of the continuation tokens' log-probabilities after the context,
+        whether greedy decoding would have produced exactly them). The continuation's tokens are those of
+        context + continuation past the context's own tokens (split as lm-eval does, at the token boundary)."""
+        if not continuation:
+            raise ValueError("empty continuation: nothing to score")
+        if not context and self.tokenizer.bos_id is None:
+            raise ValueError("empty context and no BOS token: the first token has nothing to be scored against")
+        ctx = self.tokenizer.encode(context) if context else [self.tokenizer.bos_id]
+        whole = self.tokenizer.encode(context + continuation) if context else self.tokenizer.encode(continuation)
+        if whole[:len(ctx)] != ctx:                  # the join merged tokens: score the pieces side by side
+            whole = ctx + self.tokenizer.encode(continuation, add_bos=False)
+        n = len(ctx)
+        if len(whole) <= n:
+            raise ValueError("the continuation adds no tokens")
+        self._ids_to_score(None, whole, None)
+        cont = self._score(whole, 1)[n - 1:]                        # entries[i] scores whole[i + 1]
+        return sum(lp for _, lp, _ in cont), all(top[0][0] == tok for tok, _, top in cont)
+
+    def _ids_to_score(self, prompt, prompt_ids, add_bos):
+        if prompt_ids is None:
+            if prompt is None:
+                raise ValueError("give a prompt or prompt_ids")
+            prompt_ids = self.encode_prompt(prompt, add_bos)
+        ids = [int(t) for t in prompt_ids]
+        if not ids:
+            raise ValueError("nothing to score")
+        vocab = self.config.vocab_size
+        bad = [t for t in ids if not 0 <= t < vocab]
+        if bad:
+            raise ValueError(f"token ids {bad[:5]} are outside the vocabulary (size {vocab})")
+        if len(ids) > self.model.n_ctx:
+            from .model.llama import ContextFullError
+            raise ContextFullError(0, len(ids), self.model.n_ctx, f"text too long to score: {len(ids)} tokens, "
+                                   f"the context holds {self.model.n_ctx}")
+        return ids
+
+    def _score(self, ids, top):
+        """Run ids from an empty cache; afterwards the cache holds them (generate() may reuse the prefix)."""
+        from .logprobs import prefill_logprobs
+        cached = self.model.__dict__.setdefault("cached_ids", [])
+        cached.clear()
+        self.model.cache.pos = 0
+        entries, _ = prefill_logprobs(self.model, ids, top)
+        cached.extend(ids)
+        return entries
+
     def chat_prompt(self, messages) -> str:
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
 

@@ -12,6 +12,7 @@ from typing import Iterator
 
 import numpy as np
 
+from ..logprobs import prefill_logprobs, token_logprobs
 from ..model.kv_cache import KVCache
 from ..model.llama import _FUSED
 from ..model.weights import PackedLinear
@@ -19,26 +20,6 @@ from ..ops import _core
 from ..sampling import Sampler, SamplerConfig
 from .engine import SamplingParams
 from .prompt_cache import PromptCache
-
-
-ECHO_CHUNK = 256        # prompt rows per all-logits prefill when echoing log-probabilities (bounds the memory)
-
-
-def token_logprobs(logits: np.ndarray, tokens, k: int) -> list[tuple]:
-    """Rows of logits [n, vocab] -> per row (token, its log-probability, [(id, logprob)] of the k most likely),
-    from the model's own distribution (before temperature, top_p or penalties), in float64."""
-    z = np.asarray(logits, np.float64).reshape(len(tokens), -1)
-    mx = z.max(-1, keepdims=True)
-    lse = mx[:, 0] + np.log(np.exp(z - mx).sum(-1))
-    out = []
-    for i, t in enumerate(tokens):
-        top = []
-        if k > 0:
-            ids = np.argpartition(-z[i], k - 1)[:k]
-            ids = ids[np.lexsort((ids, -z[i, ids]))]          # most likely first, ties by id
-            top = [(int(j), float(z[i, j] - lse[i])) for j in ids]
-        out.append((int(t), float(z[i, t] - lse[i]), top))
-    return out
 
 
 def penalize(logits: np.ndarray, counts: dict, presence: float, frequency: float) -> np.ndarray:
@@ -130,14 +111,9 @@ class LowbitEngine:
         holds is copied instead of computed) and sample the first token."""
         s = Sequence(self, prompt_ids, params)
         self._on(s)
-        if params.echo and params.logprobs is not None:    # every prompt row's logits: no reuse, in chunks
-            s.prompt_lps = []
-            for a in range(0, len(prompt_ids), ECHO_CHUNK):
-                chunk = prompt_ids[a: a + ECHO_CHUNK]
-                lg = self.model.prefill(chunk, all_logits=True)
-                nxt = prompt_ids[a + 1: a + 1 + len(chunk)]
-                s.prompt_lps += token_logprobs(lg[: len(nxt)], nxt, params.logprobs)
-            return s, s.sample(lg[-1])
+        if params.echo and params.logprobs is not None:    # every prompt row's logits: no reuse
+            s.prompt_lps, last = prefill_logprobs(self.model, prompt_ids, params.logprobs)
+            return s, s.sample(last)
         s.reused = self.prompt_cache.fill(prompt_ids, s.cache)
         return s, s.sample(self.model.prefill(prompt_ids[s.reused:]))
 
