@@ -155,3 +155,25 @@ def test_no_batching_refuses_logprobs(llm):
         with pytest.raises(openai.BadRequestError, match="batched scheduler"):
             cl.completions.create(model="s", prompt="a", logprobs=1)
         assert cl.completions.create(model="s", prompt="a", max_tokens=2).choices[0].text is not None
+
+
+def test_stop_string_cuts_the_entries(client):
+    """Tokens whose text lies past a stop string are not reported: the entries spell the returned text."""
+    cl, _ = client
+    base = cl.completions.create(model="s", prompt=PROMPT, max_tokens=16, temperature=0, logprobs=1)
+    text = base.choices[0].text
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    assert stop and text.find(stop) > 0
+    for stream in (False, True):
+        kw = dict(model="s", prompt=PROMPT, max_tokens=16, temperature=0, logprobs=1, stop=[stop])
+        if stream:
+            chunks = [c for c in cl.completions.create(stream=True, **kw) if c.choices]
+            got = "".join(c.choices[0].text for c in chunks)
+            toks = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.tokens]
+        else:
+            r = cl.completions.create(**kw)
+            got, toks = r.choices[0].text, r.choices[0].logprobs.tokens
+        assert got == text[: text.find(stop)]
+        joined = "".join(toks)
+        assert joined.startswith(got) and len(joined) - len(toks[-1]) < len(got) <= len(joined)
+        assert toks == base.choices[0].logprobs.tokens[: len(toks)]

@@ -116,28 +116,34 @@ class _Seq:
         self.done = False
         self.outcome = None  # "finished" | "failed" | "cancelled"
         self.ended = None
-        self.lps = [] if h.params.logprobs is not None else None   # entries not yet posted
+        self.lps = [] if h.params.logprobs is not None else None   # (text start, entry) not yet posted
+        self.chars = self.posted = 0     # text of the generated tokens so far / posted in deltas
 
     def emit(self, tok: int | None, text: str, lp=None) -> None:
         if tok is not None:
             self.n += 1
             if self.lps is not None and lp is not None:
-                self.lps.append(lp)
+                self.lps.append((self.chars, lp))
+        self.chars += len(text)
         out, stopped = self.stop.feed(text)
         if out:
+            self.posted += len(out)
             self.h._post(Event("delta", out, logprobs=self._take_lps()))
         if stopped:
             self.finish("stop")
         elif self.n >= self.h.params.max_tokens:
             self.finish("length")
 
-    def _take_lps(self):
+    def _take_lps(self, cut: bool = False):
+        """Entries to post; cut (a stop string ended the text): only tokens that start inside the posted text."""
         if self.lps is None:
             return None
         out, self.lps = self.lps, []
-        return out
+        return [e for start, e in out if not cut or start < self.posted]
 
     def finish(self, reason: str) -> None:
+        if reason == "stop" and self.lps:
+            self.lps = [(0, e) for e in self._take_lps(cut=True)]
         tail = self.stop.flush() if reason != "stop" else ""
         if tail:
             self.h._post(Event("delta", tail, logprobs=self._take_lps()))
