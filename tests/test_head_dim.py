@@ -63,12 +63,8 @@ def test_native_and_export_keep_the_width(tmp_path, wide):
                                reference_logits(wide, TOKS), atol=LOGIT_ATOL, rtol=0)
 
 
-def _to_hf_rope_order(w, n_head):
-    return w.reshape(n_head, w.shape[0] // n_head // 2, 2, -1).swapaxes(1, 2).reshape(w.shape)
-
-
 def test_safetensors_head_dim(tmp_path, wide):
-    from test_model_safetensors import HF_NAMES
+    from test_model_safetensors import HF_NAMES, _to_hf_rope_order
     from lowbit.tokenizer import Tokenizer
     r = gguf.GGUFReader(str(wide))
     d = tiny_llama.DIMS
