@@ -55,3 +55,23 @@ def test_bench_codebook_file(tmp_path):
     res = e2e.run(q, n_prompt=8, n_gen=2, threads=(1,), reps=1, roofline=False, log=lambda *a: None)
     rows = res["runs"][0]["rows"] if "runs" in res else res["rows"]
     assert {r["format"] for r in rows} == {"cb4"} and all(r["median"] > 0 for r in rows)
+
+
+def test_depth(tmp_path):
+    """-d D: D tokens sit in the cache before each timed test (llama-bench -d), rows named pp16@dD / tg4@dD."""
+    m = synthetic.write(tmp_path / "tiny.gguf", "tiny", "q4_0")
+    e = e2e._Lowbit(str(m), "q4_0", 64, 512)
+    pre = [1] + list(range(3, 34))
+    e.tg(4, 7, pre)
+    assert e.model.cache.pos == 32 + 4
+    e.pp(list(range(3, 19)), pre)
+    assert e.model.cache.pos == 32 + 16
+    e.tg(4, 7)
+    assert e.model.cache.pos == 4
+    j = tmp_path / "r.json"
+    assert main(["bench", str(m), "-p", "16", "-n", "4", "-t", "1", "-r", "1", "-d", "32", "--no-roofline",
+                 "--json", str(j)]) == 0
+    rows = json.loads(j.read_text())["runs"][0]["rows"]
+    assert [r["test"] for r in rows] == ["pp16@d32", "tg4@d32"] and all(r["median"] > 0 for r in rows)
+    with pytest.raises(ValueError, match="depth"):
+        e2e.run(m, depth=-1)

@@ -29,6 +29,8 @@ def add_arguments(p):
     p.add_argument("-n", "--n-gen", type=int, default=128, help="generated tokens for tg (default 128; 0 = skip)")
     p.add_argument("-t", "--threads", default="1,2", help="comma-separated thread counts (default 1,2)")
     p.add_argument("-r", "--reps", type=int, default=5, help="timed repetitions per test (default 5)")
+    p.add_argument("-d", "--depth", type=int, default=0,
+                   help="tokens already in the KV cache before each test, not timed (llama-bench -d; default 0)")
     p.add_argument("--format", default="auto",
                    help="lowbit runtime format (q4_0, iq4_nl, q8_0, f16, f32); auto = the file's main type")
     p.add_argument("--batch", type=int, default=512, help="lowbit prefill rows per step (default 512)")
@@ -118,14 +120,19 @@ class _Lowbit:
     def set_threads(self, t):
         self.ops.set_num_threads(t)
 
-    def pp(self, tokens):
+    def _fill(self, depth):
         self.model.reset()
+        if len(depth):
+            self.model.prefill(depth)
+
+    def pp(self, tokens, depth=()):
+        self._fill(depth)
         t = time.perf_counter()
         self.model.prefill(tokens)
         return time.perf_counter() - t
 
-    def tg(self, n, token):
-        self.model.reset()
+    def tg(self, n, token, depth=()):
+        self._fill(depth)
         t = time.perf_counter()
         for _ in range(n):
             self.model.decode(token)
@@ -145,11 +152,11 @@ class _LlamaCpp:
     def set_threads(self, t):
         self.peer.set_threads(t)
 
-    def pp(self, tokens):
-        return self.peer.pp(tokens)
+    def pp(self, tokens, depth=()):
+        return self.peer.pp(tokens, depth)
 
-    def tg(self, n, token):
-        return self.peer.tg(n, token)
+    def tg(self, n, token, depth=()):
+        return self.peer.tg(n, token, depth)
 
     def close(self):
         self.peer.close()
@@ -169,7 +176,7 @@ def limit_blas_threads():
 
 
 def run(path, n_prompt=512, n_gen=128, threads=(1, 2), reps=5, fmt="auto", batch=512, vs_llamacpp=False,
-        llamacpp_only=False, roofline=True, label=None, log=print) -> dict:
+        llamacpp_only=False, roofline=True, label=None, log=print, depth=0) -> dict:
     path = str(path)
     if not os.path.isfile(path):
         raise ValueError(f"model file not found: {path}")
@@ -177,6 +184,8 @@ def run(path, n_prompt=512, n_gen=128, threads=(1, 2), reps=5, fmt="auto", batch
         raise ValueError("--reps must be >= 1")
     if n_prompt < 0 or n_gen < 0 or (n_prompt == 0 and n_gen == 0):
         raise ValueError("need -p > 0 or -n > 0")
+    if depth < 0:
+        raise ValueError(f"--depth must be >= 0, got {depth}")
     info = gguf_summary(path)
     label = label or Path(path).stem
     file_fmt = GGUF_TO_RUNTIME.get(info["main_type"], info["main_type"].lower())
@@ -185,11 +194,16 @@ def run(path, n_prompt=512, n_gen=128, threads=(1, 2), reps=5, fmt="auto", batch
     load_fmt = lb_fmt
     if file_fmt in CODEBOOK_FORMATS:
         load_fmt, lb_fmt = (lb_fmt if fmt != "auto" else "q4_0"), file_fmt
-    n_ctx = n_prompt + n_gen + 8
+    n_ctx = depth + n_prompt + n_gen + 8
     rng = np.random.default_rng(1234)
     vocab = info["vocab"] or 256
     prompt = [1] + rng.integers(3, vocab, size=max(0, n_prompt - 1)).tolist()
     tok = int(rng.integers(3, vocab))
+    # with a depth, the cache first holds BOS + random tokens and the tests' prompt does not start with BOS
+    pre = [1] + rng.integers(3, vocab, size=depth - 1).tolist() if depth else []
+    if depth:
+        prompt[0] = int(rng.integers(3, vocab))
+    at = f"@d{depth}" if depth else ""
 
     _blas = limit_blas_threads()
     engines = []
@@ -220,17 +234,17 @@ def run(path, n_prompt=512, n_gen=128, threads=(1, 2), reps=5, fmt="auto", batch
                 for e in engines:
                     fmt_name = lb_fmt if e.name == "lowbit" else info["main_type"].lower()
                     wb = e.weight_bytes if e.name == "lowbit" else info["weight_bytes"]
-                    these[e.name] = Row(label, e.name, fmt_name, f"{kind}{n}", t, bpw=round(info["bpw"], 3),
+                    these[e.name] = Row(label, e.name, fmt_name, f"{kind}{n}{at}", t, bpw=round(info["bpw"], 3),
                                         weight_bytes=wb, macs_per_token=info["macs_per_token"])
-                    (e.pp(prompt) if kind == "pp" else e.tg(min(n, 8), tok))   # warm-up
+                    (e.pp(prompt, pre) if kind == "pp" else e.tg(min(n, 8), tok, pre))   # warm-up
                 for r in range(reps):
                     order = engines if r % 2 == 0 else engines[::-1]               # A B, B A, ...
                     for e in order:
-                        s = e.pp(prompt) if kind == "pp" else e.tg(n, tok)
+                        s = e.pp(prompt, pre) if kind == "pp" else e.tg(n, tok, pre)
                         these[e.name].tps.append(n / s)
                 for e in engines:
                     row = these[e.name]
-                    if roofline:
+                    if roofline and not depth:       # at a depth the KV cache is read too: no weight-only bound
                         if kind == "tg":
                             row.roofline = row.weight_bytes * row.median / (machine["bandwidth_gbs"][str(t)] * 1e9)
                         else:
@@ -286,7 +300,7 @@ def machine_line(result: dict) -> str:
 
 def main(args) -> int:
     res = run(args.model, args.n_prompt, args.n_gen, _threads(args.threads), args.reps, args.format, args.batch,
-              args.vs_llamacpp, args.llamacpp_only, not args.no_roofline, args.label)
+              args.vs_llamacpp, args.llamacpp_only, not args.no_roofline, args.label, depth=args.depth)
     print()
     print(machine_line(res))
     print(table(res))

@@ -61,13 +61,13 @@ class Peer:
     def set_threads(self, n: int):
         return self._call(op="threads", n=n)
 
-    def pp(self, tokens) -> float:
-        """Seconds to prefill `tokens` from an empty cache."""
-        return self._call(op="pp", tokens=list(map(int, tokens)))["seconds"]
+    def pp(self, tokens, depth=()) -> float:
+        """Seconds to prefill `tokens` after `depth` tokens already in the cache (not timed; llama-bench -d)."""
+        return self._call(op="pp", tokens=list(map(int, tokens)), depth=list(map(int, depth)))["seconds"]
 
-    def tg(self, n: int, token: int) -> float:
-        """Seconds to decode n single tokens from an empty cache (llama-bench tg)."""
-        return self._call(op="tg", n=n, token=int(token))["seconds"]
+    def tg(self, n: int, token: int, depth=()) -> float:
+        """Seconds to decode n single tokens after `depth` tokens in the cache (llama-bench tg, -d)."""
+        return self._call(op="tg", n=n, token=int(token), depth=list(map(int, depth)))["seconds"]
 
     def logits(self, tokens, out_path: str) -> str:
         """Full-sequence logits [len(tokens), vocab] float32, written to out_path (.npy)."""
@@ -147,12 +147,18 @@ def _worker():
                 resp = {"ok": True}
             elif op == "pp":
                 fresh()
+                if req.get("depth"):
+                    llm.eval(req["depth"])
+                    sync()
                 t = time.perf_counter()
                 llm.eval(req["tokens"])
                 sync()
                 resp = {"seconds": time.perf_counter() - t}
             elif op == "tg":
                 fresh()
+                if req.get("depth"):
+                    llm.eval(req["depth"])
+                    sync()
                 tok = req["token"]
                 t = time.perf_counter()
                 for _ in range(req["n"]):
