@@ -412,7 +412,7 @@ static PyObject *py_attn_prefill(PyObject *self, PyObject *args) {
     int H, Hkv, hd, p0, M, n_ctx, simd;
     float scale;
     PyObject *qo, *ro, *ko, *vo, *oo;
-    if (!PyArg_ParseTuple(args, "iiiiiiOOOOOfp", &H, &Hkv, &hd, &p0, &M, &n_ctx, &qo, &ro, &ko, &vo, &oo, &scale,
+    if (!PyArg_ParseTuple(args, "iiiiiiOOOOOfi", &H, &Hkv, &hd, &p0, &M, &n_ctx, &qo, &ro, &ko, &vo, &oo, &scale,
                           &simd)) return NULL;
     if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd % 2 || n_ctx <= 0 || p0 < 0 || M < 1 || M > n_ctx - p0)
         return PyErr_Format(PyExc_ValueError, "bad attention shape H=%d Hkv=%d hd=%d p0=%d M=%d n_ctx=%d",
@@ -425,7 +425,7 @@ static PyObject *py_attn_prefill(PyObject *self, PyObject *args) {
     if (get_buf(ko, &k, cache, 1, "k cache")) goto e2;
     if (get_buf(vo, &v, cache, 1, "v cache")) goto e3;
     if (get_buf(oo, &o, (size_t)M * ldo * 4, 1, "out")) goto e4;
-    float *scratch = malloc((size_t)lb_pool_threads() * n_ctx * sizeof(float));
+    float *scratch = malloc((size_t)lb_pool_threads() * lb_attn_scratch_floats(H / Hkv, n_ctx) * sizeof(float));
     if (!scratch) { PyErr_NoMemory(); goto e5; }
     Py_BEGIN_ALLOW_THREADS
     lb_attn_prefill(H, Hkv, hd, p0, M, n_ctx, q.buf, ldq, r.buf, k.buf, v.buf, o.buf, ldo, scale, scratch, simd);
@@ -450,7 +450,7 @@ static PyObject *py_attn_decode(PyObject *self, PyObject *args) {
     (void)self;
     int H, Hkv, hd, pos, n_ctx, simd = 1;
     PyObject *qo, *ro, *ko, *vo, *so, *oo;
-    if (!PyArg_ParseTuple(args, "iiiiiOOOOOO|p", &H, &Hkv, &hd, &pos, &n_ctx, &qo, &ro, &ko, &vo, &so, &oo, &simd))
+    if (!PyArg_ParseTuple(args, "iiiiiOOOOOO|i", &H, &Hkv, &hd, &pos, &n_ctx, &qo, &ro, &ko, &vo, &so, &oo, &simd))
         return NULL;
     if (H <= 0 || Hkv <= 0 || H % Hkv || hd <= 0 || hd % 2 || n_ctx <= 0 || pos < 0 || pos >= n_ctx)
         return PyErr_Format(PyExc_ValueError, "bad attention shape H=%d Hkv=%d hd=%d pos=%d n_ctx=%d",
@@ -462,7 +462,7 @@ static PyObject *py_attn_decode(PyObject *self, PyObject *args) {
     if (get_buf(ro, &r, (size_t)hd * 4, 0, "rope table row")) goto e1;
     if (get_buf(ko, &k, cache, 1, "k cache")) goto e2;
     if (get_buf(vo, &v, cache, 1, "v cache")) goto e3;
-    if (get_buf(so, &s, (size_t)n_ctx * 4, 1, "scores")) goto e4;
+    if (get_buf(so, &s, lb_attn_scratch_floats(H / Hkv, n_ctx) * 4, 1, "scores")) goto e4;
     if (get_buf(oo, &o, (size_t)H * hd * 4, 1, "out")) goto e5;
     Py_BEGIN_ALLOW_THREADS
     lb_attn_decode(H, Hkv, hd, pos, n_ctx, q.buf, r.buf, k.buf, v.buf, s.buf, o.buf, simd);

@@ -117,10 +117,45 @@ def test_decode_matches_float64_reference(pos, simd):
     scale = 1.0 / np.sqrt(hd)
     *_, out_ref = reference(H, Hkv, hd, pos, 1, qkv, rot, kc, vc, scale)
     out = np.full(H * hd, np.nan, np.float32)
-    scores = np.zeros(n_ctx, np.float32)
+    scores = np.zeros(H // Hkv * n_ctx, np.float32)      # one row of scores per query head of a kv group
     row = np.ascontiguousarray(rot[pos])
+    with pytest.raises(ValueError, match="scores has"):
+        _core.attn_decode(H, Hkv, hd, pos, n_ctx, qkv[0].copy(), row, kc.copy(), vc.copy(), scores[:n_ctx], out)
     _core.attn_decode(H, Hkv, hd, pos, n_ctx, qkv[0], row, kc, vc, scores, out, simd)
     assert np.abs(out - out_ref[0]).max() <= ATTN_RTOL * np.abs(vc[:, : pos + 1]).max()
+
+
+GROUPED = _core.attn_prefill_simd() and lowbit.runtime_info()["arch"] == "x86_64"
+
+
+@pytest.mark.skipif(not GROUPED, reason="the grouped kernel is AVX2 (this CPU or build lacks it)")
+@pytest.mark.parametrize("H, Hkv, hd", [(9, 3, 64), (8, 2, 128), (4, 1, 72), (20, 1, 8), (36, 2, 16), (4, 4, 64)])
+@pytest.mark.parametrize("p0, M", [(0, 1), (0, 9), (60, 7), (125, 3), (0, 70)])
+def test_grouped_kernel_bit_identical_to_rows(H, Hkv, hd, p0, M):
+    """The grouped AVX2 kernel (a kv head's query heads together, keys in blocks of 64; simd=1) against the
+    SIMD row kernel head by head (simd=2): the same bits in prefill, and in decode inline and on the pool (where
+    a lone kv head is split between threads), across block edges, T % 4 tails and groups over 16 heads."""
+    n_ctx = p0 + M + 2
+    outs = []
+    for simd in (1, 2):
+        qkv, rot, kc, vc = case(H, Hkv, hd, p0, M, n_ctx, seed=H + hd + p0 + M)
+        outs.append(run(H, Hkv, hd, p0, M, n_ctx, qkv, rot, kc, vc, 1.0 / np.sqrt(hd), simd))
+    assert np.array_equal(outs[0], outs[1])
+    n = lowbit.get_num_threads()
+    try:
+        for pos, threads in ((p0, 1), (900, 2)):          # 900 * H * hd > 256K MACs: the pooled decode
+            lowbit.set_num_threads(threads)
+            got = []
+            for simd in (1, 2):
+                qkv, rot, kc, vc = case(H, Hkv, hd, pos, 1, pos + 2, seed=pos + H)
+                out = np.full(H * hd, np.nan, np.float32)
+                scores = np.zeros(H // Hkv * (pos + 2), np.float32)
+                _core.attn_decode(H, Hkv, hd, pos, pos + 2, qkv[0], np.ascontiguousarray(rot[pos]), kc, vc, scores,
+                                  out, simd)
+                got.append(out)
+            assert np.array_equal(got[0], got[1]) and np.isfinite(got[0]).all()
+    finally:
+        lowbit.set_num_threads(n)
 
 
 def test_bad_calls():

@@ -37,10 +37,23 @@ typedef struct {
     int H, Hkv, hd, p0, M, n_ctx, nblk;
     float *qkv, *kc, *vc, *out, *scratch;
     const float *rot;
-    size_t ldq, ldo;
+    size_t ldq, ldo, scratch_per_thread;
     float scale;
     lb_attn_row_fn row;
+    lb_attn_group_fn grp;
 } ajob;
+
+void lb_attn_heads(lb_attn_group_fn grp, lb_attn_row_fn row, int hd, int T, int n, const float *q,
+                   const float *K, const float *V, float scale, float *s, float *o) {
+    if (grp) {
+        for (int g0 = 0; g0 < n; g0 += LB_ATTN_MAX_GROUP) {
+            const int gn = n - g0 < LB_ATTN_MAX_GROUP ? n - g0 : LB_ATTN_MAX_GROUP;
+            grp(hd, T, gn, q + (size_t)g0 * hd, K, V, scale, s, o + (size_t)g0 * hd);
+        }
+    } else {
+        for (int g = 0; g < n; g++) row(hd, T, q + (size_t)g * hd, K, V, scale, s, o + (size_t)g * hd);
+    }
+}
 
 void lb_rope_kv(int H, int Hkv, int hd, int pos, int n_ctx, float *row, const float *rot, float *kc, float *vc) {
     const int half = hd / 2;
@@ -74,14 +87,11 @@ static void attn_task(void *ctx, int t, int thread) {
     const int kvh = t % j->Hkv, blk = j->nblk - 1 - t / j->Hkv;
     const int G = j->H / j->Hkv, hd = j->hd;
     const float *K = j->kc + (size_t)kvh * j->n_ctx * hd, *V = j->vc + (size_t)kvh * j->n_ctx * hd;
-    float *s = j->scratch + (size_t)thread * j->n_ctx;
+    float *s = j->scratch + (size_t)thread * j->scratch_per_thread;
     const int i1 = (blk + 1) * ROW_BLOCK < j->M ? (blk + 1) * ROW_BLOCK : j->M;
-    for (int i = blk * ROW_BLOCK; i < i1; i++)
-        for (int g = 0; g < G; g++) {
-            const int h = kvh * G + g;
-            j->row(hd, j->p0 + i + 1, j->qkv + (size_t)i * j->ldq + (size_t)h * hd, K, V, j->scale, s,
-                   j->out + (size_t)i * j->ldo + (size_t)h * hd);
-        }
+    for (int i = blk * ROW_BLOCK; i < i1; i++)      /* the G heads of this KV head together */
+        lb_attn_heads(j->grp, j->row, hd, j->p0 + i + 1, G, j->qkv + (size_t)i * j->ldq + (size_t)kvh * G * hd,
+                      K, V, j->scale, s, j->out + (size_t)i * j->ldo + (size_t)kvh * G * hd);
 }
 
 int lb_attn_prefill_simd(void) {
@@ -92,6 +102,20 @@ int lb_attn_prefill_simd(void) {
 #else
     return 0;
 #endif
+}
+
+lb_attn_group_fn lb_attn_group_for(int hd, int simd) {
+    if (simd != 1 || !lb_attn_prefill_simd()) return NULL;
+#if defined(__x86_64__) || defined(_M_X64)
+    if (hd % 8 == 0) return lb_attn_group_avx2;
+#else
+    (void)hd;
+#endif
+    return NULL;
+}
+
+size_t lb_attn_scratch_floats(int G, int n_ctx) {
+    return (size_t)(G < LB_ATTN_MAX_GROUP ? G : LB_ATTN_MAX_GROUP) * n_ctx;
 }
 
 lb_attn_row_fn lb_attn_row_for(int hd, int simd) {
@@ -108,7 +132,8 @@ void lb_attn_prefill(int H, int Hkv, int hd, int p0, int M, int n_ctx, float *qk
                      float *kc, float *vc, float *out, size_t ldo, float scale, float *scratch, int simd) {
     ajob j = {.H = H, .Hkv = Hkv, .hd = hd, .p0 = p0, .M = M, .n_ctx = n_ctx, .qkv = qkv, .kc = kc, .vc = vc,
               .out = out, .scratch = scratch, .rot = rot, .ldq = ldq, .ldo = ldo, .scale = scale,
-              .row = lb_attn_row_for(hd, simd)};
+              .scratch_per_thread = lb_attn_scratch_floats(H / Hkv, n_ctx),
+              .row = lb_attn_row_for(hd, simd), .grp = lb_attn_group_for(hd, simd)};
     lb_parallel_for(M, rope_task, &j);      /* every new key is in the cache before any row attends */
     j.nblk = (M + ROW_BLOCK - 1) / ROW_BLOCK;
     lb_parallel_for(j.nblk * Hkv, attn_task, &j);

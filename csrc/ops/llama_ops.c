@@ -55,39 +55,50 @@ void lb_silu_mul_rows(int M, int n, const float *gu, float *out, int simd) {
 }
 
 /* qkv = [q: H*hd | k: Hkv*hd | v: Hkv*hd] of the token at `pos`; rot = (cos, sin) pairs [hd/2] for pos.
- * RoPE rotates adjacent pairs (GGUF order) of q and k in place, k/v go to cache[kvh][pos], then each query
- * head h attends over positions 0..pos of kv head h / (H/Hkv) with the prefill path's row kernel (AVX2 when
- * usable and simd). Long contexts (pos * H * hd past ~256K MACs) spread the heads over the pool. scores: n_ctx
- * floats of scratch for the inline case. */
+ * RoPE rotates adjacent pairs (GGUF order) of q and k in place, k/v go to cache[kvh][pos], then the H/Hkv query
+ * heads of each kv head attend over positions 0..pos together (the prefill path's kernels: grouped AVX2, so each
+ * K/V block is read once for the group, or the row kernel head by head). Long contexts (pos * H * hd past ~256K
+ * MACs) spread the kv heads over the pool. scores: lb_attn_scratch_floats(H/Hkv, n_ctx) floats of scratch for
+ * the inline case. */
 typedef struct {
-    int G, hd, T, n_ctx;
+    int G, hd, T, n_ctx, nsplit;
     const float *q, *kc, *vc;
     float *out, *scratch;
+    size_t scratch_per_thread;
     float scale;
     lb_attn_row_fn row;
+    lb_attn_group_fn grp;
 } dec_job;
 
-static void dec_head(void *ctx, int h, int thread) {
+/* task t: kv head t / nsplit, its query heads split nsplit ways (nsplit > 1 only when there are fewer kv heads
+ * than threads: each part then reads the kv head's K/V again, which beats leaving a core idle) */
+static void dec_kv_head(void *ctx, int t, int thread) {
     const dec_job *j = ctx;
-    const size_t kv = (size_t)(h / j->G) * j->n_ctx * j->hd;
-    j->row(j->hd, j->T, j->q + (size_t)h * j->hd, j->kc + kv, j->vc + kv, j->scale,
-           j->scratch + (size_t)thread * j->n_ctx, j->out + (size_t)h * j->hd);
+    const int kvh = t / j->nsplit, part = t % j->nsplit, gs = (j->G + j->nsplit - 1) / j->nsplit;
+    const int g0 = part * gs, g1 = g0 + gs < j->G ? g0 + gs : j->G;
+    if (g0 >= g1) return;
+    const size_t kv = (size_t)kvh * j->n_ctx * j->hd, h0 = ((size_t)kvh * j->G + g0) * j->hd;
+    lb_attn_heads(j->grp, j->row, j->hd, j->T, g1 - g0, j->q + h0, j->kc + kv, j->vc + kv, j->scale,
+                  j->scratch + (size_t)thread * j->scratch_per_thread, j->out + h0);
 }
 
 void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, const float *rot, float *kc,
                     float *vc, float *scores, float *out, int simd) {
     lb_rope_kv(H, Hkv, hd, pos, n_ctx, qkv, rot, kc, vc);
-    dec_job j = {.G = H / Hkv, .hd = hd, .T = pos + 1, .n_ctx = n_ctx, .q = qkv, .kc = kc, .vc = vc,
-                 .out = out, .scratch = scores, .scale = 1.0f / sqrtf((float)hd),
-                 .row = lb_attn_row_for(hd, simd)};
+    dec_job j = {.G = H / Hkv, .hd = hd, .T = pos + 1, .n_ctx = n_ctx, .nsplit = 1, .q = qkv, .kc = kc, .vc = vc,
+                 .out = out, .scratch = scores, .scratch_per_thread = lb_attn_scratch_floats(H / Hkv, n_ctx),
+                 .scale = 1.0f / sqrtf((float)hd), .row = lb_attn_row_for(hd, simd),
+                 .grp = lb_attn_group_for(hd, simd)};
     float *pool_scratch = NULL;
-    if ((size_t)j.T * H * hd > (1u << 18) && lb_pool_threads() > 1)
-        pool_scratch = malloc((size_t)lb_pool_threads() * n_ctx * sizeof(float));
+    const int nt = lb_pool_threads();
+    if ((size_t)j.T * H * hd > (1u << 18) && nt > 1)
+        pool_scratch = malloc((size_t)nt * j.scratch_per_thread * sizeof(float));
     if (pool_scratch) {
         j.scratch = pool_scratch;
-        lb_parallel_for(H, dec_head, &j);
+        if (Hkv < nt) j.nsplit = (nt + Hkv - 1) / Hkv < j.G ? (nt + Hkv - 1) / Hkv : j.G;
+        lb_parallel_for(Hkv * j.nsplit, dec_kv_head, &j);
         free(pool_scratch);
     } else {
-        for (int h = 0; h < H; h++) dec_head(&j, h, 0);
+        for (int g = 0; g < Hkv; g++) dec_kv_head(&j, g, 0);
     }
 }

@@ -41,8 +41,9 @@ void lb_attn_decode(int H, int Hkv, int hd, int pos, int n_ctx, float *qkv, cons
                     float *vc, float *scores, float *out, int simd);
 /* Prefill attention (attn_prefill.c), on the pool: RoPE q/k of M rows at positions p0.. in qkv (row stride ldq,
  * [q: H*hd | k | v]), write their k/v to the caches [Hkv][n_ctx][hd], then causal GQA attention into out (row
- * stride ldo). rot: (cos, sin) pairs [n_ctx][hd/2]. scratch: lb_pool_threads() * n_ctx floats. simd = 0 forces
- * the scalar row kernel (tests); lb_attn_prefill_simd() says whether a SIMD one exists here. */
+ * stride ldo). rot: (cos, sin) pairs [n_ctx][hd/2]. scratch: lb_pool_threads() * lb_attn_scratch_floats() floats.
+ * simd = 0 forces the scalar row kernel, 2 the SIMD row kernel head by head (tests); lb_attn_prefill_simd() says
+ * whether a SIMD one exists here. */
 /* RoPE (rot: (cos, sin) pairs [hd/2] of pos) of q/k in one qkv row in place, then its k/v into the caches
  * [Hkv][n_ctx][hd] at pos: the first step of both prefill and decode attention. */
 void lb_rope_kv(int H, int Hkv, int hd, int pos, int n_ctx, float *row, const float *rot, float *kc, float *vc);
@@ -54,6 +55,19 @@ void lb_attn_prefill(int H, int Hkv, int hd, int p0, int M, int n_ctx, float *qk
 int lb_attn_prefill_simd(void);
 /* The row kernel attention uses: SIMD (AVX2 / NEON) when simd, usable and hd fits it; else the scalar one. */
 lb_attn_row_fn lb_attn_row_for(int hd, int simd);
+/* Query heads of one KV head at once (q, o: [G][hd]; s: G*T floats), or NULL where no grouped kernel exists
+ * (then each head runs the row kernel). simd == 2 asks for the per-head rows (tests: both must agree). */
+#define LB_ATTN_MAX_GROUP 16
+typedef void (*lb_attn_group_fn)(int hd, int T, int G, const float *q, const float *K, const float *V,
+                                 float scale, float *s, float *o);
+lb_attn_group_fn lb_attn_group_for(int hd, int simd);
+/* Scratch floats one thread needs for G query heads per KV head (lb_attn_prefill wants lb_pool_threads() of
+ * them; lb_attn_decode's `scores` holds at least this many). */
+size_t lb_attn_scratch_floats(int G, int n_ctx);
+/* Run query heads h0..h0+n-1 of one KV head (all in its group) at T keys: grouped kernel in chunks of at most
+ * LB_ATTN_MAX_GROUP heads, or row by row. q, o point at head h0; s: min(n, LB_ATTN_MAX_GROUP) * T floats. */
+void lb_attn_heads(lb_attn_group_fn grp, lb_attn_row_fn row, int hd, int T, int n, const float *q,
+                   const float *K, const float *V, float scale, float *s, float *o);
 void lb_attn_row_scalar(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
                         float *o);
 /* Codebook group encoding (cb_encode.c): n groups of 32 floats x (importance w [n,32] or NULL) against C

@@ -1,9 +1,17 @@
-/* One query row's causal attention with AVX2+FMA (the prefill path's inner loop, csrc/ops/attn_prefill.c):
- * scores q·K[t] four keys at a time, a vector exp, then o = Σ p_t V[t] with o held in registers. hd % 8 == 0. */
+/* Causal attention rows with AVX2+FMA (prefill and decode, csrc/ops/attn_prefill.c and llama_ops.c).
+ * lb_attn_group_avx2 runs the G query heads that share one KV head together, over blocks of KB keys: each block
+ * of K and V comes from memory once and is then re-read from L1 for the other heads (GQA: SmolLM2 G = 3, Llama
+ * 3.2 1B G = 4). Per head the arithmetic is the one-row kernel's, in the same order: scores q·K[t] four keys at
+ * a time (the last T % 4 one by one), a vector exp, o = Σ p_t V[t] accumulated in t order (the accumulators go
+ * through o between blocks, which does not change them). So grouped and per-head results are bit-identical.
+ * hd % 8 == 0. */
 #include <immintrin.h>
 #include <math.h>
+#include "ops/ops.h"
 #include "x86_avx2/avx2.h"
 #include "x86_avx2/vexp.h"
+
+#define KB 64                  /* keys per block: 64 rows of K (or V) at hd 64 = 16 KB, inside L1 */
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -12,12 +20,14 @@ static inline float hsum8(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-void lb_attn_row_avx2(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
-                      float *o) {
+/* s[t] = scale * q·K[t] for t in [t0, t1) (t0 % 4 == 0; only the block that ends at T has a tail); returns the
+ * running max. */
+static float scores(int hd, int t0, int t1, int T, const float *q, const float *K, float scale, float *s,
+                    float mx) {
     const int nc = hd / 8;
-    float mx = -INFINITY;
-    int t = 0;
-    for (; t + 4 <= T; t += 4) {           /* four keys per pass: q's chunks are loaded once for them */
+    const int t4 = t1 == T ? t0 + (t1 - t0) / 4 * 4 : t1;
+    int t = t0;
+    for (; t < t4; t += 4) {               /* four keys per pass: q's chunks are loaded once for them */
         const float *k0 = K + (size_t)t * hd;
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int c = 0; c < nc; c++) {
@@ -36,16 +46,22 @@ void lb_attn_row_avx2(int hd, int T, const float *q, const float *K, const float
         const float m = _mm_cvtss_f32(_mm_max_ss(m2, _mm_movehdup_ps(m2)));
         if (m > mx) mx = m;
     }
-    for (; t < T; t++) {
+    for (; t < t1; t++) {
         __m256 a = _mm256_setzero_ps();
         for (int c = 0; c < nc; c++)
             a = _mm256_fmadd_ps(_mm256_loadu_ps(q + 8 * c), _mm256_loadu_ps(K + (size_t)t * hd + 8 * c), a);
         s[t] = hsum8(a) * scale;
         if (s[t] > mx) mx = s[t];
     }
+    return mx;
+}
+
+/* s[t] = exp(s[t] - mx) for t < T; returns their sum */
+static float expsum(int T, float *s, float mx) {
     const __m256 vm = _mm256_set1_ps(mx);
     __m256 vs = _mm256_setzero_ps();
-    for (t = 0; t + 8 <= T; t += 8) {
+    int t = 0;
+    for (; t + 8 <= T; t += 8) {
         const __m256 e = lb_exp256(_mm256_sub_ps(_mm256_loadu_ps(s + t), vm));
         _mm256_storeu_ps(s + t, e);
         vs = _mm256_add_ps(vs, e);
@@ -58,25 +74,61 @@ void lb_attn_row_avx2(int hd, int T, const float *q, const float *K, const float
         _mm256_storeu_ps(buf, e);
         for (int i = 0; t + i < T; i++) { s[t + i] = buf[i]; sum += buf[i]; }
     }
-    const __m256 inv = _mm256_set1_ps(1.0f / sum);
-    /* o = Σ p_t V[t]: 64 dims (8 registers) per pass over the keys */
+    return sum;
+}
+
+/* o += Σ_{t0 <= t < t1} p_t V[t], 64 dims (8 registers) per pass over the block's keys */
+static void pv(int hd, int t0, int t1, const float *p, const float *V, float *o) {
+    const int nc = hd / 8;
     for (int c0 = 0; c0 < nc; c0 += 8) {
         const int cn = nc - c0 < 8 ? nc - c0 : 8;
         __m256 acc[8];
-        for (int c = 0; c < 8; c++) acc[c] = _mm256_setzero_ps();
+        for (int c = 0; c < cn; c++) acc[c] = _mm256_loadu_ps(o + 8 * (c0 + c));
         if (cn == 8) {
-            for (t = 0; t < T; t++) {
-                const __m256 p = _mm256_broadcast_ss(s + t);
+            for (int t = t0; t < t1; t++) {
+                const __m256 pt = _mm256_broadcast_ss(p + t);
                 const float *v = V + (size_t)t * hd + 8 * c0;
-                for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * c), acc[c]);
+                for (int c = 0; c < 8; c++) acc[c] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(v + 8 * c), acc[c]);
             }
         } else {
-            for (t = 0; t < T; t++) {
-                const __m256 p = _mm256_broadcast_ss(s + t);
+            for (int t = t0; t < t1; t++) {
+                const __m256 pt = _mm256_broadcast_ss(p + t);
                 const float *v = V + (size_t)t * hd + 8 * c0;
-                for (int c = 0; c < cn; c++) acc[c] = _mm256_fmadd_ps(p, _mm256_loadu_ps(v + 8 * c), acc[c]);
+                for (int c = 0; c < cn; c++) acc[c] = _mm256_fmadd_ps(pt, _mm256_loadu_ps(v + 8 * c), acc[c]);
             }
         }
-        for (int c = 0; c < cn; c++) _mm256_storeu_ps(o + 8 * (c0 + c), _mm256_mul_ps(acc[c], inv));
+        for (int c = 0; c < cn; c++) _mm256_storeu_ps(o + 8 * (c0 + c), acc[c]);
     }
+}
+
+void lb_attn_group_avx2(int hd, int T, int G, const float *q, const float *K, const float *V, float scale,
+                        float *s, float *o) {
+    float mx[LB_ATTN_MAX_GROUP], inv[LB_ATTN_MAX_GROUP];
+    for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+    for (int t0 = 0; t0 < T; t0 += KB) {
+        const int t1 = t0 + KB < T ? t0 + KB : T;
+        for (int g = 0; g < G; g++)
+            mx[g] = scores(hd, t0, t1, T, q + (size_t)g * hd, K, scale, s + (size_t)g * T, mx[g]);
+    }
+    for (int g = 0; g < G; g++) {
+        inv[g] = 1.0f / expsum(T, s + (size_t)g * T, mx[g]);
+        for (int i = 0; i < hd; i++) o[(size_t)g * hd + i] = 0.f;
+    }
+    for (int t0 = 0; t0 < T; t0 += KB) {
+        const int t1 = t0 + KB < T ? t0 + KB : T;
+        for (int g = 0; g < G; g++) pv(hd, t0, t1, s + (size_t)g * T, V, o + (size_t)g * hd);
+    }
+    const int nc = hd / 8;
+    for (int g = 0; g < G; g++) {
+        const __m256 vi = _mm256_set1_ps(inv[g]);
+        for (int c = 0; c < nc; c++) {
+            float *oc = o + (size_t)g * hd + 8 * c;
+            _mm256_storeu_ps(oc, _mm256_mul_ps(_mm256_loadu_ps(oc), vi));
+        }
+    }
+}
+
+void lb_attn_row_avx2(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
+                      float *o) {
+    lb_attn_group_avx2(hd, T, 1, q, K, V, scale, s, o);
 }

@@ -18,5 +18,9 @@ void lb_silu_mul_avx2(int n, const float *g, const float *u, float *out);
 /* One query row's causal attention over T keys (attn_avx2.c); hd % 8 == 0. s: T floats of scratch. */
 void lb_attn_row_avx2(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
                       float *o);
+/* The G (<= LB_ATTN_MAX_GROUP) query heads of one KV head, q and o [G][hd], s: G*T floats; bit-identical to G
+ * lb_attn_row_avx2 calls, with each K/V block read once for all of them. */
+void lb_attn_group_avx2(int hd, int T, int G, const float *q, const float *K, const float *V, float scale,
+                        float *s, float *o);
 #endif
 #endif
