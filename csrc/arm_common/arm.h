@@ -28,6 +28,9 @@ LB_ARM_DECL(cb2_4x8__i8mm)
 /* Attention row kernel and SiLU·up (arm_neon/attn_neon.c); the x86 twins are in x86_avx2/avx2.h. */
 void lb_attn_row_neon(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
                       float *o);
+/* The G query heads of one KV head together (q, o: [G][hd], s: G*T floats); bit-identical to G row calls. */
+void lb_attn_group_neon(int hd, int T, int G, const float *q, const float *K, const float *V, float scale,
+                        float *s, float *o);
 void lb_silu_mul_neon(int n, const float *g, const float *u, float *out);
 #ifdef LB_HAVE_SVE
 LB_ARM_DECL(q4_0_8x8__sve256)

@@ -1,8 +1,9 @@
-/* The attention row kernel and SiLU·up with NEON (baseline aarch64): the same schedule as x86_avx2/attn_avx2.c
- * and silu_avx2.c with 4-float vectors. Proven under qemu (tests/test_attn_prefill.py, test_silu_mul.py). */
+/* The attention kernels (grouped and one row) and SiLU·up with NEON (baseline aarch64): the same schedule as
+ * x86_avx2/attn_avx2.c and silu_avx2.c with 4-float vectors. Proven under qemu (tests/test_attn_prefill.py, test_silu_mul.py). */
 #include <arm_neon.h>
 #include <math.h>
 #include "arm_common/arm.h"
+#include "ops/ops.h"
 
 /* e^x: 2^n · p(r), x = n ln2 + r, Cephes' degree-6 polynomial; x clamped to [-87, 88], below -87 flushed to 0
  * (x86_avx2/vexp.h has the reasoning). */
@@ -25,12 +26,15 @@ static inline float32x4_t exp4(float32x4_t x) {
     return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), under));
 }
 
-void lb_attn_row_neon(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
-                      float *o) {
+#define KB 64                  /* keys per block (as x86_avx2/attn_avx2.c): the group re-reads it from L1 */
+
+/* s[t] = scale * q·K[t] for t in [t0, t1) (t0 % 4 == 0; only the block ending at T has a tail); running max */
+static float scores(int hd, int t0, int t1, int T, const float *q, const float *K, float scale, float *s,
+                    float mx) {
     const int nc = hd / 4;
-    float mx = -INFINITY;
-    int t = 0;
-    for (; t + 4 <= T; t += 4) {           /* four keys per pass: q's chunks are loaded once for them */
+    const int t4 = t1 == T ? t0 + (t1 - t0) / 4 * 4 : t1;
+    int t = t0;
+    for (; t < t4; t += 4) {               /* four keys per pass: q's chunks are loaded once for them */
         const float *k0 = K + (size_t)t * hd;
         float32x4_t a0 = vdupq_n_f32(0.f), a1 = a0, a2 = a0, a3 = a0;
         for (int c = 0; c < nc; c++) {
@@ -46,15 +50,21 @@ void lb_attn_row_neon(int hd, int T, const float *q, const float *K, const float
         const float m = vmaxvq_f32(d);
         if (m > mx) mx = m;
     }
-    for (; t < T; t++) {
+    for (; t < t1; t++) {
         float32x4_t a = vdupq_n_f32(0.f);
         for (int c = 0; c < nc; c++) a = vfmaq_f32(a, vld1q_f32(q + 4 * c), vld1q_f32(K + (size_t)t * hd + 4 * c));
         s[t] = vaddvq_f32(a) * scale;
         if (s[t] > mx) mx = s[t];
     }
+    return mx;
+}
+
+/* s[t] = exp(s[t] - mx) for t < T; returns their sum */
+static float expsum(int T, float *s, float mx) {
     const float32x4_t vm = vdupq_n_f32(mx);
     float32x4_t vs = vdupq_n_f32(0.f);
-    for (t = 0; t + 4 <= T; t += 4) {
+    int t = 0;
+    for (; t + 4 <= T; t += 4) {
         const float32x4_t e = exp4(vsubq_f32(vld1q_f32(s + t), vm));
         vst1q_f32(s + t, e);
         vs = vaddq_f32(vs, e);
@@ -66,19 +76,54 @@ void lb_attn_row_neon(int hd, int T, const float *q, const float *K, const float
         vst1q_f32(buf, exp4(vld1q_f32(buf)));
         for (int i = 0; t + i < T; i++) { s[t + i] = buf[i]; sum += buf[i]; }
     }
-    const float inv = 1.0f / sum;
-    /* o = Σ p_t V[t]: 64 dims (16 registers) per pass over the keys */
+    return sum;
+}
+
+/* o += Σ_{t0 <= t < t1} p_t V[t], 64 dims (16 registers) per pass over the block's keys */
+static void pv(int hd, int t0, int t1, const float *p, const float *V, float *o) {
+    const int nc = hd / 4;
     for (int c0 = 0; c0 < nc; c0 += 16) {
         const int cn = nc - c0 < 16 ? nc - c0 : 16;
         float32x4_t acc[16];
-        for (int c = 0; c < 16; c++) acc[c] = vdupq_n_f32(0.f);
-        for (t = 0; t < T; t++) {
-            const float p = s[t];
+        for (int c = 0; c < cn; c++) acc[c] = vld1q_f32(o + 4 * (c0 + c));
+        for (int t = t0; t < t1; t++) {
+            const float pt = p[t];
             const float *v = V + (size_t)t * hd + 4 * c0;
-            for (int c = 0; c < cn; c++) acc[c] = vfmaq_n_f32(acc[c], vld1q_f32(v + 4 * c), p);
+            for (int c = 0; c < cn; c++) acc[c] = vfmaq_n_f32(acc[c], vld1q_f32(v + 4 * c), pt);
         }
-        for (int c = 0; c < cn; c++) vst1q_f32(o + 4 * (c0 + c), vmulq_n_f32(acc[c], inv));
+        for (int c = 0; c < cn; c++) vst1q_f32(o + 4 * (c0 + c), acc[c]);
     }
+}
+
+/* The G query heads of one KV head over blocks of KB keys: each K/V block is loaded from memory once for the
+ * group; per head the same operations in the same order as one row alone, so the results are bit-identical. */
+void lb_attn_group_neon(int hd, int T, int G, const float *q, const float *K, const float *V, float scale,
+                        float *s, float *o) {
+    float mx[LB_ATTN_MAX_GROUP], inv[LB_ATTN_MAX_GROUP];
+    for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+    for (int t0 = 0; t0 < T; t0 += KB) {
+        const int t1 = t0 + KB < T ? t0 + KB : T;
+        for (int g = 0; g < G; g++)
+            mx[g] = scores(hd, t0, t1, T, q + (size_t)g * hd, K, scale, s + (size_t)g * T, mx[g]);
+    }
+    for (int g = 0; g < G; g++) {
+        inv[g] = 1.0f / expsum(T, s + (size_t)g * T, mx[g]);
+        for (int i = 0; i < hd; i++) o[(size_t)g * hd + i] = 0.f;
+    }
+    for (int t0 = 0; t0 < T; t0 += KB) {
+        const int t1 = t0 + KB < T ? t0 + KB : T;
+        for (int g = 0; g < G; g++) pv(hd, t0, t1, s + (size_t)g * T, V, o + (size_t)g * hd);
+    }
+    for (int g = 0; g < G; g++)
+        for (int c = 0; c < hd / 4; c++) {
+            float *oc = o + (size_t)g * hd + 4 * c;
+            vst1q_f32(oc, vmulq_n_f32(vld1q_f32(oc), inv[g]));
+        }
+}
+
+void lb_attn_row_neon(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
+                      float *o) {
+    lb_attn_group_neon(hd, T, 1, q, K, V, scale, s, o);
 }
 
 void lb_silu_mul_neon(int n, const float *g, const float *u, float *out) {

@@ -108,6 +108,8 @@ lb_attn_group_fn lb_attn_group_for(int hd, int simd) {
     if (simd != 1 || !lb_attn_prefill_simd()) return NULL;
 #if defined(__x86_64__) || defined(_M_X64)
     if (hd % 8 == 0) return lb_attn_group_avx2;
+#elif defined(__aarch64__)
+    if (hd % 4 == 0) return lb_attn_group_neon;
 #else
     (void)hd;
 #endif
