@@ -30,6 +30,7 @@ def test_token_logprobs_unit():
     assert [i for i, _ in out[0][2]] == [1, 2, 0]                  # most likely first, ties by id
     assert [v for _, v in out[0][2]] == pytest.approx(list(ref[0, [1, 2, 0]]), abs=1e-12)
     assert out[1][2][0][0] == 4 and token_logprobs(z, [0, 0], 0)[1][2] == []
+    assert len(token_logprobs(z, [0, 0], 20)[0][2]) == 5                 # more than the vocabulary: all of it
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ def token_logprobs(logits: np.ndarray, tokens, k: int) -> list[tuple]:
     """Rows of logits [n, vocab] -> per row (token, its log-probability, [(id, logprob)] of the k most likely,
     most likely first, ties by id)."""
     z = np.asarray(logits, np.float64).reshape(len(tokens), -1)
+    k = min(k, z.shape[1])                       # a vocabulary smaller than the request: all of it
     mx = z.max(-1, keepdims=True)
     lse = mx[:, 0] + np.log(np.exp(z - mx).sum(-1))
     out = []
