@@ -87,8 +87,13 @@ def test_echo_scores_a_prompt_of_token_ids(client, llm, max_tokens):
     greedy = [max(top.values()) == t for t, top in zip(lp.token_logprobs[1:], lp.top_logprobs[1:])]
     assert greedy == list(np.argmax(ref[:len(ids) - 1], -1) == ids[1:]) + [True] * max_tokens
     assert any(greedy) and not all(greedy)                            # lm-eval's is_greedy test is meaningful
-    assert r.choices[0].text.startswith(eng.detokenize(ids))
+    text = r.choices[0].text
+    assert text.startswith(eng.detokenize(ids))
     assert r.usage.completion_tokens == max_tokens
+    offs = lp.text_offset                                              # positions in the echoed text
+    assert offs[0] == 0 and offs == sorted(offs) and offs[-1] <= len(text)
+    for o, t in zip(offs[1:], lp.tokens[1:]):
+        assert text[o:].startswith(t.lstrip() if o == 0 else t), (o, t)
 
 
 def test_echo_longer_than_a_chunk(client, llm):

@@ -251,25 +251,33 @@ class _LogprobFormat:
     text_offset; an echoed prompt's first token has none) or chat ({"content": [...]})."""
 
     def __init__(self, engine, chat: bool, prompt_ids: list[int], echo_text: str | None):
-        self.tstr, self.chat, self.prompt_ids, self.echo_text = engine.token_str, chat, prompt_ids, echo_text
+        self.engine, self.tstr, self.chat = engine, engine.token_str, chat
+        self.prompt_ids, self.echo_text = prompt_ids, echo_text
         self.offset = len(echo_text) if echo_text else 0      # where the generated text starts
 
-    def _echo_entries(self, entries):
-        return [(self.prompt_ids[0], None, None)] + list(entries)
+    def _echo(self, entries) -> dict:
+        """The prompt's entries (its first token has no log-probability); text_offset of each prompt token in the
+        echoed text, from an incremental decode (BOS and a SentencePiece start-of-text space take no room)."""
+        out = S.completion_logprobs([(self.prompt_ids[0], None, None)] + list(entries), self.tstr, 0)
+        offsets = getattr(self.engine, "text_offsets", None)
+        if offsets is not None:
+            out["text_offset"] = [min(o, self.offset) for o in offsets(self.prompt_ids)]
+        return out
 
     def whole(self, entries: dict) -> dict:
         if self.chat:
             return S.chat_logprobs(entries["gen"], self.tstr)
-        head = self._echo_entries(entries["echo"]) if self.echo_text is not None else []
-        out = S.completion_logprobs(head, self.tstr, 0)
         gen = S.completion_logprobs(entries["gen"], self.tstr, self.offset)
-        return {k: out[k] + gen[k] for k in out}
+        if self.echo_text is None:
+            return gen
+        head = self._echo(entries["echo"])
+        return {k: head[k] + gen[k] for k in head}
 
     def part(self, entries: list, echo: bool = False) -> dict:
         if self.chat:
             return S.chat_logprobs(entries, self.tstr)
         if echo:
-            return S.completion_logprobs(self._echo_entries(entries), self.tstr, 0)
+            return self._echo(entries)
         out = S.completion_logprobs(entries, self.tstr, self.offset)
         self.offset += sum(len(t) for t in out["tokens"])
         return out

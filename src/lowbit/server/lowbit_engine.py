@@ -120,6 +120,14 @@ class LowbitEngine:
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
 
+    def text_offsets(self, ids: list[int]) -> list[int]:
+        """Where each token starts in detokenize(ids), by an incremental decode (one pass, not one per token)."""
+        dec, out, n = self.tokenizer.stream_decoder(after_prompt=False), [], 0
+        for t in ids:
+            out.append(n)
+            n += len(dec.push(t))
+        return out
+
     def token_str(self, token_id: int) -> str:
         """A token's own text, as it reads inside a text (SentencePiece word starts keep their space)."""
         tok = self.tokenizer
