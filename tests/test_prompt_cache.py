@@ -133,3 +133,22 @@ def test_server_usage_reports_cached_tokens(llm):
         outs[mb] = [x.choices[0].text for x in r], [x.usage.prompt_tokens_details.cached_tokens for x in r]
     assert outs[256][0] == outs[0][0]                               # the same answers
     assert outs[0][1] == [0, 0] and outs[256][1][0] == 0 and outs[256][1][1] >= 30
+
+
+def test_live_sequences_share_their_prefix(llm):
+    """A request that starts while another with the same system prompt still runs copies from it."""
+    eng, fresh = LowbitEngine(llm), LowbitEngine(load(None, n_ctx=256), prompt_cache_mb=0)
+    a = eng.encode(SYSTEM + " She wanted to play with it.")
+    b = eng.encode(SYSTEM + " Her mom said no.")
+    s1, tok1 = eng.start(a, GREEDY)
+    eng.step_batch([s1])                                           # s1 is running: nothing is in the cache yet
+    assert len(eng.prompt_cache) == 0 and len(eng.live) == 1
+    s2, _ = eng.start(b, GREEDY)
+    assert s2.reused >= 30
+    f2, _ = fresh.start(b, GREEDY)
+    n = s2.cache.pos
+    assert np.array_equal(s2.cache.k[:, :, :n], f2.cache.k[:, :, :n])
+    assert np.array_equal(s2.cache.v[:, :, :n], f2.cache.v[:, :, :n])
+    eng.release(s1)
+    eng.release(s2)
+    assert len(eng.live) == 0 and len(eng.prompt_cache) == 2

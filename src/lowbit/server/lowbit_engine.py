@@ -77,6 +77,7 @@ class LowbitEngine:
         c = self.model.config
         self.prompt_cache = PromptCache(int(prompt_cache_mb * 2**20),
                                         token_bytes=2 * c.n_layer * c.n_head_kv * c.head_dim * 4)
+        self.live: dict[int, Sequence] = {}      # started, not yet released: their prefixes can be copied too
         # requests are tokenized on worker threads; the tokenizer's parse_special switch is shared state
         self._encode_lock = threading.Lock()
         self.eot = set(int(t) for t in self.tokenizer.eot_ids)
@@ -114,8 +115,10 @@ class LowbitEngine:
         if params.echo and params.logprobs is not None:    # every prompt row's logits: no reuse
             s.prompt_lps, last = prefill_logprobs(self.model, prompt_ids, params.logprobs)
             return s, s.sample(last)
-        s.reused = self.prompt_cache.fill(prompt_ids, s.cache)
-        return s, s.sample(self.model.prefill(prompt_ids[s.reused:]))
+        s.reused = self.prompt_cache.fill(prompt_ids, s.cache, [(x.ids, x.cache) for x in self.live.values()])
+        tok = s.sample(self.model.prefill(prompt_ids[s.reused:]))
+        self.live[id(s)] = s           # after the calls that can fail: a failed start is never released
+        return s, tok
 
     def detokenize(self, ids: list[int]) -> str:
         return self.tokenizer.decode(ids)
@@ -139,6 +142,7 @@ class LowbitEngine:
 
     def release(self, s: Sequence) -> None:
         """A sequence is over (finished, stopped or cancelled): its cache goes to the prompt cache."""
+        self.live.pop(id(s), None)
         if s.cache is not None:
             self.prompt_cache.put(s.ids, s.cache)
             s.cache = s.kT = None

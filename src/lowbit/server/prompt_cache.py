@@ -36,22 +36,28 @@ class PromptCache:
         diff = np.flatnonzero(a[:n] != b[:n])
         return int(diff[0]) if len(diff) else n
 
-    def fill(self, ids: list[int], cache: KVCache) -> int:
+    def fill(self, ids: list[int], cache: KVCache, live=()) -> int:
         """Copy the longest cached prefix of `ids` into the empty `cache` (at most len(ids) - 1 tokens: the last
-        prompt token is always run, for its logits); set cache.pos and return how many tokens it holds."""
-        if self.budget <= 0 or len(ids) < 2 or not self._entries:
+        prompt token is always run, for its logits); set cache.pos and return how many tokens it holds. `live`:
+        (ids, cache) of sequences still running, whose first cache.pos positions are final too (a sequence only
+        appends), so concurrent requests with one system prompt share it before any of them finishes."""
+        if self.budget <= 0 or len(ids) < 2:
             return 0
         want = np.asarray(ids, np.int64)
-        best, best_key = 0, None
-        for key, (have, _) in self._entries.items():
+        best, best_key, src = 0, None, None
+        for key, (have, c) in self._entries.items():
             p = self._common(want, have)
             if p > best:
-                best, best_key = p, key
+                best, best_key, src = p, key, c
+        for have, c in live:
+            p = self._common(want, np.asarray(have[: c.pos], np.int64))
+            if p > best:
+                best, best_key, src = p, None, c
         best = min(best, len(ids) - 1)
         if best < self.min_tokens:
             return 0
-        _, src = self._entries[best_key]
-        self._entries.move_to_end(best_key)
+        if best_key is not None:
+            self._entries.move_to_end(best_key)
         cache.k[:, :, :best] = src.k[:, :, :best]
         cache.v[:, :, :best] = src.v[:, :, :best]
         cache.pos = best
