@@ -183,3 +183,11 @@ def test_stop_string_cuts_the_entries(client):
         joined = "".join(toks)
         assert joined.startswith(got) and len(joined) - len(toks[-1]) < len(got) <= len(joined)
         assert toks == base.choices[0].logprobs.tokens[: len(toks)]
+
+
+def test_logprobs_per_choice(client):
+    cl, _ = client
+    r = cl.completions.create(model="s", prompt=PROMPT, max_tokens=6, temperature=0, logprobs=2, n=2)
+    a, b = (c.logprobs for c in r.choices)
+    assert a.tokens == b.tokens and a.token_logprobs == b.token_logprobs and a.text_offset == b.text_offset
+    assert "".join(a.tokens) == r.choices[0].text

@@ -262,3 +262,25 @@ def _listening_addresses(port):
         if int(p, 16) == port and state == "0A":  # 0A = LISTEN
             out.add(str(ipaddress.IPv4Address(bytes.fromhex(addr)[::-1])))
     return out
+
+
+def test_n_choices_equal_lone_requests_with_their_seeds(client):
+    """n > 1: choice i samples with seed + i in its own sequence (batched with the others, its prefill copied
+    from the first), so it equals a lone request with that seed; streamed choices carry their index."""
+    kw = dict(model="stories260K", prompt="Once upon a time", max_tokens=16, temperature=0.9)
+    r = client.completions.create(n=3, seed=11, **kw)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    lone = [client.completions.create(seed=11 + i, **kw) for i in range(3)]
+    assert [c.text for c in r.choices] == [x.choices[0].text for x in lone]
+    assert len({c.text for c in r.choices}) > 1                       # the seeds differ, so do the samples
+    assert r.usage.prompt_tokens == lone[0].usage.prompt_tokens
+    assert r.usage.completion_tokens == sum(x.usage.completion_tokens for x in lone)
+    texts, usage = ["", "", ""], None
+    for ch in client.completions.create(n=3, seed=11, stream=True, stream_options={"include_usage": True}, **kw):
+        for c in ch.choices:
+            texts[c.index] += c.text
+        usage = ch.usage or usage
+    assert texts == [c.text for c in r.choices] and usage.completion_tokens == r.usage.completion_tokens
+    chat = client.chat.completions.create(model="stories260K", messages=[{"role": "user", "content": "Lily"}], n=2,
+                                          seed=3, max_tokens=8, temperature=0.9)
+    assert [c.index for c in chat.choices] == [0, 1] and all(c.message.content for c in chat.choices)

@@ -6,6 +6,7 @@ failed validation, so a bad request cannot take the server down.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import json
 import logging
@@ -155,23 +156,49 @@ class Server:
 
     async def _respond(self, request: Request, req, ids: list[int], chat: bool, echo_text: str | None = None):
         params = self._params(req, len(ids))
-        h = self._submit(ids, params)
+        hs = self._submit_n(ids, params, req.n)
         rid = S.new_id("chatcmpl" if chat else "cmpl")
         model = self.engine.model_id
-        lp = _LogprobFormat(self.engine, chat, ids, echo_text) if params.logprobs is not None else None
+        lps = [_LogprobFormat(self.engine, chat, ids, echo_text) if params.logprobs is not None else None
+               for _ in hs]
         if req.stream:
-            return StreamingResponse(self._sse(h, rid, model, chat, req.include_usage, echo_text, lp),
+            return StreamingResponse(self._sse(hs, rid, model, chat, req.include_usage, echo_text, lps),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-        text, done, entries = await self._collect(request, h)
-        u = S.usage(done.prompt_tokens, done.completion_tokens, done.cached_tokens)
-        if chat:
-            body = S.chat_body(rid, model, text, done.finish_reason, u)
-        else:
-            body = S.completion_body(rid, model, (echo_text or "") + text, done.finish_reason, u, chunk=False)
-        if lp is not None:
-            body["choices"][0]["logprobs"] = await asyncio.to_thread(lp.whole, entries)
+        try:
+            got = await asyncio.gather(*(self._collect(request, h) for h in hs))
+        finally:
+            for h in hs:
+                h.cancel()
+        first = got[0][1]
+        u = S.usage(first.prompt_tokens, sum(d.completion_tokens for _, d, _ in got), first.cached_tokens)
+        body = None
+        for i, (text, done, entries) in enumerate(got):
+            b = (S.chat_body(rid, model, text, done.finish_reason, u) if chat
+                 else S.completion_body(rid, model, (echo_text or "") + text, done.finish_reason, u, chunk=False))
+            choice = b["choices"][0]
+            choice["index"] = i
+            if lps[i] is not None:
+                choice["logprobs"] = await asyncio.to_thread(lps[i].whole, entries)
+            if body is None:
+                body = b
+            else:
+                body["choices"].append(choice)
         return JSONResponse(body)
+
+    def _submit_n(self, ids, params, n: int) -> list:
+        """n sequences of one prompt (the 2nd.. copy its prefill from the 1st: the prompt cache's live entries);
+        with a seed, choice i samples with seed + i, so it equals a lone request with that seed."""
+        hs = []
+        try:
+            for i in range(n):
+                seed = params.seed + i if params.seed is not None else None
+                hs.append(self._submit(ids, dataclasses.replace(params, seed=seed)))
+        except S.APIError:
+            for h in hs:
+                h.cancel()
+            raise
+        return hs
 
     async def _collect(self, request: Request, h):
         """Gather a non-streamed answer (text, the done event, log-probability entries in order: the prompt's
@@ -202,47 +229,88 @@ class Server:
             h.cancel()
             await events.aclose()
 
-    async def _sse(self, h, rid: str, model: str, chat: bool, include_usage: bool, echo_text=None, lp=None):
-        """SSE chunks in OpenAI's shape. Starlette cancels this generator when the client disconnects; the
-        `finally` flags the request cancelled and the worker drops it before its next step."""
+    async def _sse(self, hs, rid: str, model: str, chat: bool, include_usage: bool, echo_text=None, lps=None):
+        """SSE chunks in OpenAI's shape (each choice's chunks carry its index). Starlette cancels this generator
+        when the client disconnects; the `finally` flags the requests cancelled and the worker drops them
+        before its next step."""
         def data(obj) -> str:
             return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
         try:
-            async for chunk in self._sse_events(h, rid, model, chat, include_usage, data, echo_text, lp):
+            async for chunk in self._sse_events(hs, rid, model, chat, include_usage, data, echo_text, lps):
                 yield chunk
-        finally:  # client gone (generator cancelled/closed) or done: either way the worker may drop it
-            h.cancel()
+        finally:  # client gone (generator cancelled/closed) or done: either way the worker may drop them
+            for h in hs:
+                h.cancel()
 
-    async def _sse_events(self, h, rid, model, chat, include_usage, data, echo_text=None, lp=None):
-        def chunk(text, finish, entries, echo=False):
+    @staticmethod
+    async def _merged(hs):
+        """(choice index, event) from every handle, as they come."""
+        if len(hs) == 1:
+            async for ev in hs[0].events():
+                yield 0, ev
+            return
+        q: asyncio.Queue = asyncio.Queue()
+
+        async def pump(i, h):
+            try:
+                async for ev in h.events():
+                    await q.put((i, ev))
+            finally:
+                q.put_nowait((i, None))
+
+        tasks = [asyncio.create_task(pump(i, h)) for i, h in enumerate(hs)]
+        try:
+            left = len(hs)
+            while left:
+                i, ev = await q.get()
+                if ev is None:
+                    left -= 1
+                else:
+                    yield i, ev
+        finally:
+            for t in tasks:
+                t.cancel()
+
+    async def _sse_events(self, hs, rid, model, chat, include_usage, data, echo_text=None, lps=None):
+        def chunk(i, text, finish, entries, echo=False):
             body = (S.chat_chunk(rid, model, {"content": text} if finish is None else {}, finish) if chat
                     else S.completion_body(rid, model, text, finish, None, chunk=True))
-            if lp is not None and (entries or echo):
-                body["choices"][0]["logprobs"] = lp.part(entries or [], echo)
+            body["choices"][0]["index"] = i
+            if lps[i] is not None and (entries or echo):
+                body["choices"][0]["logprobs"] = lps[i].part(entries or [], echo)
             return data(body)
 
-        if chat:
-            yield data(S.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None))
-        elif echo_text and lp is None:
-            yield chunk(echo_text, None, None)
-        async for ev in h.events():
+        for i in range(len(hs)):
+            if chat:
+                b = S.chat_chunk(rid, model, {"role": "assistant", "content": ""}, None)
+                b["choices"][0]["index"] = i
+                yield data(b)
+            elif echo_text and lps[i] is None:
+                yield chunk(i, echo_text, None, None)
+        prompt = cached = completion = 0
+        async for i, ev in self._merged(hs):
             if ev.kind == "echo":                 # completions only: the prompt text with its log-probabilities
-                yield chunk(echo_text or "", None, ev.logprobs, echo=True)
+                yield chunk(i, echo_text or "", None, ev.logprobs, echo=True)
             elif ev.kind == "delta":
-                yield chunk(ev.text, None, ev.logprobs)
+                yield chunk(i, ev.text, None, ev.logprobs)
             elif ev.kind == "done":
-                yield chunk("", ev.finish_reason, ev.logprobs)
-                if include_usage:
-                    u = S.usage(ev.prompt_tokens, ev.completion_tokens, ev.cached_tokens)
-                    if chat:
-                        yield data(S.chat_chunk(rid, model, None, None, u))
-                    else:
-                        body = S.completion_body(rid, model, "", None, u, chunk=True)
-                        body["choices"] = []
-                        yield data(body)
+                yield chunk(i, "", ev.finish_reason, ev.logprobs)
+                completion += ev.completion_tokens
+                if i == 0:
+                    prompt, cached = ev.prompt_tokens, ev.cached_tokens
             else:  # headers are already sent: report the failure in-band, as OpenAI does
                 yield data(S.APIError(500, f"generation failed: {ev.text}", type="server_error").body())
+                break
+        else:
+            if include_usage:
+                u = S.usage(prompt, completion, cached)
+                if chat:
+                    yield data(S.chat_chunk(rid, model, None, None, u))
+                else:
+                    body = S.completion_body(rid, model, "", None, u, chunk=True)
+                    body["choices"] = []
+                    yield data(body)
         yield "data: [DONE]\n\n"
 
 

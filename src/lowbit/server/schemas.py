@@ -21,6 +21,7 @@ class APIError(Exception):
 
 
 MAX_TOP_LOGPROBS = 20
+MAX_N = 16
 
 
 class _Sampling(BaseModel):
@@ -31,7 +32,7 @@ class _Sampling(BaseModel):
     max_tokens: int | None = Field(default=None, ge=0)      # 0 only with echo (scoring a prompt)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    n: int = 1
+    n: int = Field(default=1, ge=1, le=MAX_N)       # choices per request (each its own sequence)
     stream: bool = False
     stream_options: dict | None = None
     stop: Union[str, list[str], None] = None
@@ -39,13 +40,6 @@ class _Sampling(BaseModel):
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     logit_bias: dict | None = None
-
-    @field_validator("n")
-    @classmethod
-    def _n_is_one(cls, v):
-        if v != 1:
-            raise ValueError("only n=1 is supported")
-        return v
 
     @field_validator("stop")
     @classmethod
