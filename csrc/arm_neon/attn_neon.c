@@ -26,8 +26,6 @@ static inline float32x4_t exp4(float32x4_t x) {
     return vreinterpretq_f32_u32(vbicq_u32(vreinterpretq_u32_f32(y), under));
 }
 
-#define KB 64                  /* keys per block (as x86_avx2/attn_avx2.c): the group re-reads it from L1 */
-
 /* s[t] = scale * q·K[t] for t in [t0, t1) (t0 % 4 == 0; only the block ending at T has a tail); running max */
 static float scores(int hd, int t0, int t1, int T, const float *q, const float *K, float scale, float *s,
                     float mx) {
@@ -95,30 +93,11 @@ static void pv(int hd, int t0, int t1, const float *p, const float *V, float *o)
     }
 }
 
-/* The G query heads of one KV head over blocks of KB keys: each K/V block is loaded from memory once for the
- * group; per head the same operations in the same order as one row alone, so the results are bit-identical. */
+static const lb_attn_parts parts = {scores, expsum, pv};
+
 void lb_attn_group_neon(int hd, int T, int G, const float *q, const float *K, const float *V, float scale,
                         float *s, float *o) {
-    float mx[LB_ATTN_MAX_GROUP], inv[LB_ATTN_MAX_GROUP];
-    for (int g = 0; g < G; g++) mx[g] = -INFINITY;
-    for (int t0 = 0; t0 < T; t0 += KB) {
-        const int t1 = t0 + KB < T ? t0 + KB : T;
-        for (int g = 0; g < G; g++)
-            mx[g] = scores(hd, t0, t1, T, q + (size_t)g * hd, K, scale, s + (size_t)g * T, mx[g]);
-    }
-    for (int g = 0; g < G; g++) {
-        inv[g] = 1.0f / expsum(T, s + (size_t)g * T, mx[g]);
-        for (int i = 0; i < hd; i++) o[(size_t)g * hd + i] = 0.f;
-    }
-    for (int t0 = 0; t0 < T; t0 += KB) {
-        const int t1 = t0 + KB < T ? t0 + KB : T;
-        for (int g = 0; g < G; g++) pv(hd, t0, t1, s + (size_t)g * T, V, o + (size_t)g * hd);
-    }
-    for (int g = 0; g < G; g++)
-        for (int c = 0; c < hd / 4; c++) {
-            float *oc = o + (size_t)g * hd + 4 * c;
-            vst1q_f32(oc, vmulq_n_f32(vld1q_f32(oc), inv[g]));
-        }
+    lb_attn_group_blocks(&parts, hd, T, G, q, K, V, scale, s, o);
 }
 
 void lb_attn_row_neon(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,

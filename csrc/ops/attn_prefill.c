@@ -43,6 +43,33 @@ typedef struct {
     lb_attn_group_fn grp;
 } ajob;
 
+#define KB 64                  /* keys per block: 64 rows of K (or V) at hd 64 = 16 KB, inside L1 */
+
+/* The G query heads of one KV head over blocks of KB keys: each block of K and V comes from memory once and is
+ * re-read from L1 for the other heads. Per head the ISA's pieces run in the one-row order (scores in t order,
+ * exp, then Σ p_t V[t] in t order with the sums carried through o between blocks), so the result is
+ * bit-identical to one row at a time; o is scaled by 1/Σ at the end, one multiply per value as a row does. */
+void lb_attn_group_blocks(const lb_attn_parts *k, int hd, int T, int G, const float *q, const float *K,
+                          const float *V, float scale, float *s, float *o) {
+    float mx[LB_ATTN_MAX_GROUP], inv[LB_ATTN_MAX_GROUP];
+    for (int g = 0; g < G; g++) mx[g] = -INFINITY;
+    for (int t0 = 0; t0 < T; t0 += KB) {
+        const int t1 = t0 + KB < T ? t0 + KB : T;
+        for (int g = 0; g < G; g++)
+            mx[g] = k->scores(hd, t0, t1, T, q + (size_t)g * hd, K, scale, s + (size_t)g * T, mx[g]);
+    }
+    for (int g = 0; g < G; g++) {
+        inv[g] = 1.0f / k->expsum(T, s + (size_t)g * T, mx[g]);
+        for (int i = 0; i < hd; i++) o[(size_t)g * hd + i] = 0.f;
+    }
+    for (int t0 = 0; t0 < T; t0 += KB) {
+        const int t1 = t0 + KB < T ? t0 + KB : T;
+        for (int g = 0; g < G; g++) k->pv(hd, t0, t1, s + (size_t)g * T, V, o + (size_t)g * hd);
+    }
+    for (int g = 0; g < G; g++)
+        for (int i = 0; i < hd; i++) o[(size_t)g * hd + i] *= inv[g];
+}
+
 void lb_attn_heads(lb_attn_group_fn grp, lb_attn_row_fn row, int hd, int T, int n, const float *q,
                    const float *K, const float *V, float scale, float *s, float *o) {
     if (grp) {

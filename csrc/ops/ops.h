@@ -58,6 +58,17 @@ lb_attn_row_fn lb_attn_row_for(int hd, int simd);
 /* Query heads of one KV head at once (q, o: [G][hd]; s: G*T floats), or NULL where no grouped kernel exists
  * (then each head runs the row kernel). simd == 2 asks for the per-head rows (tests: both must agree). */
 #define LB_ATTN_MAX_GROUP 16
+/* An ISA's pieces of the grouped kernel: scores of keys [t0, t1) (t0 % 4 == 0; the block ending at T has the
+ * tail) returning the running max, the in-place exp and its sum, o += Σ p_t V[t] over [t0, t1). */
+typedef struct {
+    float (*scores)(int hd, int t0, int t1, int T, const float *q, const float *K, float scale, float *s,
+                    float mx);
+    float (*expsum)(int T, float *s, float mx);
+    void (*pv)(int hd, int t0, int t1, const float *p, const float *V, float *o);
+} lb_attn_parts;
+/* The grouped kernel's schedule over 64-key blocks, shared by the ISAs (attn_prefill.c). */
+void lb_attn_group_blocks(const lb_attn_parts *k, int hd, int T, int G, const float *q, const float *K,
+                          const float *V, float scale, float *s, float *o);
 typedef void (*lb_attn_group_fn)(int hd, int T, int G, const float *q, const float *K, const float *V,
                                  float scale, float *s, float *o);
 lb_attn_group_fn lb_attn_group_for(int hd, int simd);

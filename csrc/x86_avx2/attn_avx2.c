@@ -1,17 +1,13 @@
-/* Causal attention rows with AVX2+FMA (prefill and decode, csrc/ops/attn_prefill.c and llama_ops.c).
- * lb_attn_group_avx2 runs the G query heads that share one KV head together, over blocks of KB keys: each block
- * of K and V comes from memory once and is then re-read from L1 for the other heads (GQA: SmolLM2 G = 3, Llama
- * 3.2 1B G = 4). Per head the arithmetic is the one-row kernel's, in the same order: scores q·K[t] four keys at
- * a time (the last T % 4 one by one), a vector exp, o = Σ p_t V[t] accumulated in t order (the accumulators go
- * through o between blocks, which does not change them). So grouped and per-head results are bit-identical.
- * hd % 8 == 0. */
+/* Causal attention with AVX2+FMA (prefill and decode, csrc/ops/attn_prefill.c and llama_ops.c): the pieces of
+ * the grouped kernel, whose block schedule (lb_attn_group_blocks, attn_prefill.c) runs the G query heads that
+ * share one KV head together (GQA: SmolLM2 G = 3, Llama 3.2 1B G = 4) so each K/V block comes from memory once.
+ * Per head: scores q·K[t] four keys at a time (the last T % 4 one by one), a vector exp, o = Σ p_t V[t] in t order.
+ * The one-row kernel is the group of one, so grouped and per-head results are bit-identical. hd % 8 == 0. */
 #include <immintrin.h>
 #include <math.h>
 #include "ops/ops.h"
 #include "x86_avx2/avx2.h"
 #include "x86_avx2/vexp.h"
-
-#define KB 64                  /* keys per block: 64 rows of K (or V) at hd 64 = 16 KB, inside L1 */
 
 static inline float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -101,31 +97,11 @@ static void pv(int hd, int t0, int t1, const float *p, const float *V, float *o)
     }
 }
 
+static const lb_attn_parts parts = {scores, expsum, pv};
+
 void lb_attn_group_avx2(int hd, int T, int G, const float *q, const float *K, const float *V, float scale,
                         float *s, float *o) {
-    float mx[LB_ATTN_MAX_GROUP], inv[LB_ATTN_MAX_GROUP];
-    for (int g = 0; g < G; g++) mx[g] = -INFINITY;
-    for (int t0 = 0; t0 < T; t0 += KB) {
-        const int t1 = t0 + KB < T ? t0 + KB : T;
-        for (int g = 0; g < G; g++)
-            mx[g] = scores(hd, t0, t1, T, q + (size_t)g * hd, K, scale, s + (size_t)g * T, mx[g]);
-    }
-    for (int g = 0; g < G; g++) {
-        inv[g] = 1.0f / expsum(T, s + (size_t)g * T, mx[g]);
-        for (int i = 0; i < hd; i++) o[(size_t)g * hd + i] = 0.f;
-    }
-    for (int t0 = 0; t0 < T; t0 += KB) {
-        const int t1 = t0 + KB < T ? t0 + KB : T;
-        for (int g = 0; g < G; g++) pv(hd, t0, t1, s + (size_t)g * T, V, o + (size_t)g * hd);
-    }
-    const int nc = hd / 8;
-    for (int g = 0; g < G; g++) {
-        const __m256 vi = _mm256_set1_ps(inv[g]);
-        for (int c = 0; c < nc; c++) {
-            float *oc = o + (size_t)g * hd + 8 * c;
-            _mm256_storeu_ps(oc, _mm256_mul_ps(_mm256_loadu_ps(oc), vi));
-        }
-    }
+    lb_attn_group_blocks(&parts, hd, T, G, q, K, V, scale, s, o);
 }
 
 void lb_attn_row_avx2(int hd, int T, const float *q, const float *K, const float *V, float scale, float *s,
